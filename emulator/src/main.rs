@@ -1,1 +1,152 @@
-fn main(){}
+//! `ib-emulator` binary: runs the EC2 Image Builder emulator on 127.0.0.1 until SIGINT or
+//! SIGTERM. Prints exactly one line, `listening on 127.0.0.1:PORT`, to stdout once ready, so
+//! scripts can wait for it; everything else goes to stderr.
+
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+
+use ib_emulator::{Emulator, Faults, SeedImage};
+
+const USAGE: &str = "\
+ib-emulator: local EC2 Image Builder emulator (REST-JSON, imagebuilder 2019-12-02)
+
+USAGE:
+    ib-emulator [OPTIONS]
+
+OPTIONS:
+    --port N             port on 127.0.0.1 (default 0 = any free port)
+    --seed FILE          JSON array of images: [{\"arn\", \"state\"?, \"tags\"?, \"outputResources\"?}]
+    --latency-ms N       fixed latency per API call
+    --jitter-ms N        extra uniform latency 0..=N per call
+    --throttle-rate F    fraction of calls answered 429 CallRateLimitExceededException
+    --error-rate F       fraction of calls answered 500 ServiceException / 503 ServiceUnavailableException
+    --max-rps F          token-bucket request rate limit; excess answered 429
+    --implicit-images    every valid build-version ARN not yet deleted exists
+    --verbose            log every call to stderr
+    -h, --help           this text
+
+Point SDK clients at it with AWS_ENDPOINT_URL_IMAGEBUILDER=http://127.0.0.1:PORT.
+Control API (no auth): /_emulator/{health,images,faults,script,calls,stats,reset-stats}.
+";
+
+struct Options {
+    port: u16,
+    seed: Option<String>,
+    faults: Faults,
+    verbose: bool,
+}
+
+fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, String> {
+    let mut opts = Options {
+        port: 0,
+        seed: None,
+        faults: Faults::default(),
+        verbose: false,
+    };
+    let mut args = args.peekable();
+    while let Some(arg) = args.next() {
+        // Accept both `--flag value` and `--flag=value`.
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &str| -> Result<String, String> {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        fn num<T: std::str::FromStr>(flag: &str, v: String) -> Result<T, String> {
+            v.parse()
+                .map_err(|_| format!("{flag}: not a valid number: {v:?}"))
+        }
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--port" => opts.port = num(&flag, value(&flag)?)?,
+            "--seed" => opts.seed = Some(value(&flag)?),
+            "--latency-ms" => opts.faults.latency_ms = num(&flag, value(&flag)?)?,
+            "--jitter-ms" => opts.faults.jitter_ms = num(&flag, value(&flag)?)?,
+            "--throttle-rate" => opts.faults.throttle_rate = rate(&flag, value(&flag)?)?,
+            "--error-rate" => opts.faults.error_rate = rate(&flag, value(&flag)?)?,
+            "--max-rps" => {
+                let r: f64 = num(&flag, value(&flag)?)?;
+                if !(r > 0.0 && r.is_finite()) {
+                    return Err("--max-rps must be a positive number".into());
+                }
+                opts.faults.max_rps = Some(r);
+            }
+            "--implicit-images" => opts.faults.implicit_images = true,
+            "--verbose" | "-v" => opts.verbose = true,
+            other => return Err(format!("unknown argument {other:?} (see --help)")),
+        }
+    }
+    Ok(Some(opts))
+}
+
+fn rate(flag: &str, v: String) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "{flag}: expected a fraction between 0 and 1, got {v:?}"
+        )),
+    }
+}
+
+fn load_seed(path: &str) -> Result<Vec<SeedImage>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("--seed {path}: {e}"))?;
+    serde_json::from_str(&text)
+        .map_err(|e| format!("--seed {path}: expected a JSON array of images: {e}"))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let opts = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("ib-emulator: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let emulator = Emulator::new(opts.faults);
+    emulator.set_verbose(opts.verbose);
+    if let Some(path) = &opts.seed {
+        match load_seed(path) {
+            Ok(images) => emulator.seed(images),
+            Err(e) => {
+                eprintln!("ib-emulator: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, opts.port));
+    let bound = match emulator.start(addr).await {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("ib-emulator: cannot listen on {addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("listening on {bound}");
+    let _ = std::io::stdout().flush();
+
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ib-emulator: cannot install SIGTERM handler: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    if opts.verbose {
+        eprintln!("ib-emulator: shutting down");
+    }
+    ExitCode::SUCCESS
+}
