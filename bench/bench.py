@@ -1,0 +1,500 @@
+"""imagebuilder-reaper benchmark: the release binary against the Image Builder emulator,
+through a Lambda Runtime API harness, compared with the physical limit and with a boto3 loop.
+
+Run it through scripts/bench (which builds what it needs). Prints a table; with --doc PATH
+also rewrites the results section of that Markdown file (between the BENCH markers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import datetime
+import http.client
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from runtime_api import CHILDREN, RuntimeApi, kill_children  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ACCOUNT, REGION = "123456789012", "us-east-1"
+FUNCTION_NAME = "imagebuilder-reaper"
+MB = 1024 * 1024
+
+# --- emulator ------------------------------------------------------------------------------
+
+
+class Emulator:
+    """One ib-emulator process (started per scenario, so its faults come from its flags)."""
+
+    def __init__(self, argv: list[str], log_path: str):
+        self.log = open(log_path, "ab")
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.log, stdin=subprocess.DEVNULL)
+        CHILDREN.append(self.proc)
+        line = self._first_line(timeout=30)
+        m = re.search(r"listening on (127\.0\.0\.1:\d+)", line)
+        if not m:
+            self.stop()
+            raise RuntimeError("emulator did not say where it listens: %r" % line)
+        self.address = m.group(1)
+        self.endpoint = "http://" + self.address
+        threading.Thread(target=self._drain, daemon=True).start()
+        self._conn = None
+
+    def _first_line(self, timeout: float) -> str:
+        box = []
+        t = threading.Thread(target=lambda: box.append(self.proc.stdout.readline().decode(errors="replace")), daemon=True)
+        t.start()
+        t.join(timeout)
+        return box[0] if box else ""
+
+    def _drain(self):
+        for chunk in iter(lambda: self.proc.stdout.read(4096), b""):
+            self.log.write(chunk)
+
+    def _request(self, method: str, path: str, body: bytes | None = None):
+        if self._conn is None:
+            host, port = self.address.split(":")
+            self._conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        try:
+            self._conn.request(method, path, body, {"Content-Type": "application/json"} if body is not None else {})
+            resp = self._conn.getresponse()
+            data = resp.read()
+        except (http.client.HTTPException, OSError):
+            self._conn.close()
+            self._conn = None
+            raise
+        if resp.status >= 300:
+            raise RuntimeError("emulator %s %s: %d %s" % (method, path, resp.status, data[:200]))
+        return json.loads(data) if data else None
+
+    def stats(self) -> dict:
+        return self._request("GET", "/_emulator/stats")
+
+    def reset_stats(self) -> None:
+        self._request("POST", "/_emulator/reset-stats", b"{}")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+# --- functions -----------------------------------------------------------------------------
+
+
+class Function:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str]):
+        self.name, self.argv, self.env = name, argv, env
+
+
+def base_env(home: str) -> dict[str, str]:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": home,  # empty, like a Lambda sandbox: no ~/.aws files to find
+        "LANG": "C.UTF-8",
+        "AWS_LAMBDA_FUNCTION_NAME": FUNCTION_NAME,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_REGION": REGION,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+    }
+    for k in ("AWS_LAMBDA_LOG_FORMAT", "AWS_LAMBDA_LOG_LEVEL", "RUST_LOG"):
+        if os.environ.get("BENCH_" + k):
+            env[k] = os.environ["BENCH_" + k]
+    return env
+
+
+def arns(n: int, tag: str) -> list[str]:
+    # Unique per scenario and run, so every DeleteImage meets an existing (implicit) image.
+    return ["arn:aws:imagebuilder:%s:%s:image/bench-%s-%d/1.0.%d/1" % (REGION, ACCOUNT, tag, i // 1000, i % 1000)
+            for i in range(n)]
+
+
+class Run:
+    """One cold process, one invocation."""
+
+    def __init__(self, fn: Function, endpoint: str, extra_env: dict[str, str], log_path: str):
+        self.api = RuntimeApi()
+        env = dict(fn.env)
+        env["AWS_ENDPOINT_URL_IMAGEBUILDER"] = endpoint
+        env.update(extra_env)
+        self.api.spawn(fn.argv, env, log_path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.api.stop()
+
+
+def invoke_once(fn, emu, n, extra_env, tag, log_path, poll_stats=False):
+    """Cold start, then one invocation of n ARNs. Returns a dict of measurements."""
+    emu.reset_stats()
+    with Run(fn, emu.endpoint, extra_env, log_path) as run:
+        init_s = run.api.wait_ready()
+        idle = run.api.status()
+        poller = StatsPoller(emu, n) if poll_stats else None
+        inv = run.api.invoke({"imageBuildVersionArns": arns(n, tag)})
+        if poller:
+            poller.stop()
+        # The function is back on GET /next by now or very soon; VmHWM is the peak either way.
+        time.sleep(0.05)
+        mem = run.api.status()
+    stats = emu.stats()
+    if inv.kind != "response":
+        raise RuntimeError("%s: invocation failed: %s" % (fn.name, inv.body[:1000].decode(errors="replace")))
+    report = json.loads(inv.body)
+    out = {
+        "wall": inv.t_resp - inv.t_posted,
+        "init": init_s,
+        "idle_hwm_kib": idle.get("VmHWM", 0),
+        "hwm_kib": mem.get("VmHWM", 0),
+        "report": report,
+        "report_bytes": len(inv.body),
+        "body_transfer": inv.t_resp - inv.t_resp_head,
+        "stats": stats,
+    }
+    if poller and poller.t_all_sent is not None:
+        out["tail_from_last_call"] = inv.t_resp_head - poller.t_all_sent
+    return out
+
+
+class StatsPoller:
+    """Polls the emulator's call count to find when the last DeleteImage was answered."""
+
+    def __init__(self, emu: Emulator, n: int):
+        self.emu, self.n = emu, n
+        self.t_all_sent = None
+        self._stop = False
+        self._conn = http.client.HTTPConnection(*emu.address.split(":"))
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self._stop:
+            self._conn.request("GET", "/_emulator/stats")
+            st = json.loads(self._conn.getresponse().read())
+            # The emulator records a call when its answer is ready, so this counts answered calls.
+            done = sum(v for k, v in (st.get("byStatus") or {}).items())
+            if done >= self.n:
+                self.t_all_sent = time.perf_counter()
+                return
+            # Poll coarsely (each poll walks the call log) until the end is near.
+            time.sleep(0.001 if done >= self.n * 0.97 else 0.02)
+
+    def stop(self):
+        self._stop = True
+        self.thread.join(2)
+
+
+def summary_counts(report: dict) -> str:
+    s = report.get("summary") or {}
+    keys = [k for k in ("deleted", "alreadyDeleted", "failed", "notAttempted", "rejected") if s.get(k)]
+    if s:
+        return ", ".join("%s %d" % (k, s[k]) for k in keys) or "nothing"
+    return ", ".join("%s %s" % (k, v if not isinstance(v, list) else len(v)) for k, v in report.items())
+
+
+def attempts_from_report(report: dict) -> list[int]:
+    return [r["attempts"] for r in report.get("results") or [] if isinstance(r.get("attempts"), int)]
+
+
+# --- measurements --------------------------------------------------------------------------
+
+
+def measure_init(fn: Function, endpoint: str, starts: int, log_path: str):
+    inits, idles = [], []
+    for _ in range(starts):
+        with Run(fn, endpoint, {}, log_path) as run:
+            inits.append(run.api.wait_ready())
+            idles.append(run.api.status().get("VmHWM", 0))
+    return inits, idles
+
+
+def file_size(path: str):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return None
+
+
+def is_stripped(path: str) -> str:
+    if not shutil.which("file"):
+        return ""
+    out = subprocess.run(["file", "-b", path], capture_output=True, text=True).stdout
+    return "stripped" if ", stripped" in out else ("NOT stripped" if "not stripped" in out else "")
+
+
+def machine_description() -> str:
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        with open("/proc/meminfo") as f:
+            kib = int(f.readline().split()[1])
+            mem = "%.1f GiB RAM" % (kib / 1024 / 1024)
+    except OSError:
+        pass
+    load = "load average %s" % " ".join("%.2f" % x for x in os.getloadavg())
+    return "%s; nproc %d; %s; %s; %s %s" % (platform.machine(), os.cpu_count() or 0, cpu, mem,
+                                           platform.system(), platform.release()) + "; " + load
+
+
+# --- table ---------------------------------------------------------------------------------
+
+
+def fmt_s(x):
+    return "—" if x is None else ("%.3f s" % x if x >= 1 else "%.1f ms" % (x * 1000))
+
+
+def fmt_mb(kib):
+    return "—" if not kib else "%.1f MB" % (kib / 1024)
+
+
+def verdict(ok):
+    return "—" if ok is None else ("pass" if ok else "MISS")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reaper", required=True)
+    ap.add_argument("--emulator", required=True, help="ib-emulator binary (or a command, space separated)")
+    ap.add_argument("--python", default=sys.executable)
+    ap.add_argument("--arm64-artifact", default="")
+    ap.add_argument("--repeat", type=int, default=int(os.environ.get("BENCH_REPEAT", "5")))
+    ap.add_argument("--init-starts", type=int, default=int(os.environ.get("BENCH_INIT_STARTS", "15")))
+    ap.add_argument("--boto3-repeat", type=int, default=int(os.environ.get("BENCH_BOTO3_REPEAT", "1")))
+    ap.add_argument("--workdir", default=os.path.join(ROOT, ".bench"))
+    ap.add_argument("--doc", default="")
+    ap.add_argument("--only", default=os.environ.get("BENCH_ONLY", ""),
+                    help="comma list of: throughput,boto3,init,throttle,size (default all)")
+    args = ap.parse_args()
+    only = set(filter(None, args.only.split(",")))
+    want = lambda k: not only or k in only  # noqa: E731
+
+    os.makedirs(args.workdir, exist_ok=True)
+    home = os.path.join(args.workdir, "home")
+    os.makedirs(home, exist_ok=True)
+    flog = os.path.join(args.workdir, "function.log")
+    elog = os.path.join(args.workdir, "emulator.log")
+    for p in (flog, elog):
+        open(p, "w").close()
+
+    emu_argv = args.emulator.split()
+    L = 0.020
+    reaper = Function("imagebuilder-reaper", [args.reaper], base_env(home))
+    boto3_fn = Function("boto3 loop", [args.python, os.path.join(ROOT, "bench", "python_runtime.py"),
+                                       "boto3_function.handler"], base_env(home))
+    run_id = datetime.datetime.now().strftime("%H%M%S")
+    rows, notes = [], []
+    R = {}
+
+    def emulator(*flags):
+        return Emulator(emu_argv + ["--port", "0", "--latency-ms", "20", "--implicit-images", *flags], elog)
+
+    def progress(msg):
+        print("bench: " + msg, file=sys.stderr, flush=True)
+
+    # 1. throughput vs the physical limit
+    if want("throughput") or want("boto3"):
+        emu = emulator()
+        try:
+            for n, c in ((1000, 16), (10000, 64)):
+                if not want("throughput"):
+                    break
+                limit = math.ceil(n / c) * L
+                walls, runs = [], []
+                reps = args.repeat if n <= 1000 else max(1, min(args.repeat, 3))
+                for i in range(reps):
+                    r = invoke_once(reaper, emu, n, {"MAX_CONCURRENCY": str(c), "MAX_ATTEMPTS": "5"},
+                                    "t%d-%s-%d" % (n, run_id, i), flog, poll_stats=(n == 10000))
+                    walls.append(r["wall"])
+                    runs.append(r)
+                    progress("N=%d C=%d run %d: %.3f s (%s; emulator max concurrency %s)" % (
+                        n, c, i + 1, r["wall"], summary_counts(r["report"]), r["stats"].get("maxConcurrency")))
+                med = statistics.median(walls)
+                R["wall_%d" % n] = med
+                R["runs_%d" % n] = runs
+                rows.append(("Throughput N=%d, C=%d, L=20 ms" % (n, c),
+                             "%s median of %d (min %s, max %s); limit ceil(N/C)·L = %s; ratio %.3f×" % (
+                                 fmt_s(med), reps, fmt_s(min(walls)), fmt_s(max(walls)), fmt_s(limit), med / limit),
+                             "≤ 1.15× limit" if n == 1000 else "(no target; ≤ 1.15× for reference)",
+                             verdict(med / limit <= 1.15)))
+            if want("boto3"):
+                walls = []
+                for i in range(args.boto3_repeat):
+                    r = invoke_once(boto3_fn, emu, 1000, {}, "b-%s-%d" % (run_id, i), flog)
+                    walls.append(r["wall"])
+                    progress("boto3 loop N=1000 run %d: %.3f s (%s)" % (i + 1, r["wall"], summary_counts(r["report"])))
+                R["boto3_wall"] = statistics.median(walls)
+                R["boto3_hwm_kib"] = r["hwm_kib"]
+                line = "%s (median of %d); per call %.1f ms incl. the 20 ms latency" % (
+                    fmt_s(R["boto3_wall"]), len(walls), R["boto3_wall"] / 1000 * 1000)
+                ok = None
+                if "wall_1000" in R:
+                    speed = R["boto3_wall"] / R["wall_1000"]
+                    line += "; reaper is %.1f× faster" % speed
+                    ok = speed >= 20
+                    # The most any C=16 function can gain over a sequential loop at this latency:
+                    ceiling = R["boto3_wall"] / (math.ceil(1000 / 16) * L)
+                    notes.append("Speed-up ceiling at L=20 ms, C=16: boto3 wall / physical limit = %.1f× — "
+                                 "≥ 20× needs the boto3 loop to spend ≥ 5.2 ms per call on top of the 20 ms latency "
+                                 "(it spends %.1f ms here)." % (ceiling, R["boto3_wall"] - 20.0))
+                rows.append(("boto3 loop, N=1000 (same harness, emulator)", line, "reaper ≥ 20× faster", verdict(ok)))
+        finally:
+            emu.stop()
+
+    # 4. peak memory
+    if "runs_10000" in R:
+        hwm = max(r["hwm_kib"] for r in R["runs_10000"])
+        r0 = R["runs_10000"][0]
+        rows.append(("Peak RSS (VmHWM), N=10,000 invocation", fmt_mb(hwm) + " (max over runs)", "≤ 30 MB",
+                     verdict(hwm <= 30 * 1024)))
+        tails = [r.get("tail_from_last_call") for r in R["runs_10000"] if r.get("tail_from_last_call") is not None]
+        tail = statistics.median(tails) if tails else None
+        rows.append(("Report for N=10,000: size; last DeleteImage answered → response received",
+                     "%.2f MB; %s (median; includes building + serializing + posting the report)" % (
+                         r0["report_bytes"] / MB, fmt_s(tail)),
+                     "milliseconds (≤ 100 ms)", verdict(None if tail is None else tail <= 0.1)))
+
+    # 3. init time (+ idle memory)
+    if want("init"):
+        emu = emulator()
+        try:
+            inits, idles = measure_init(reaper, emu.endpoint, args.init_starts, flog)
+            progress("reaper init: " + ", ".join("%.1f" % (x * 1000) for x in inits) + " ms")
+            py_inits, py_idles = measure_init(boto3_fn, emu.endpoint, max(10, args.init_starts // 1), flog) \
+                if True else ([], [])
+            progress("boto3 init: " + ", ".join("%.0f" % (x * 1000) for x in py_inits) + " ms")
+        finally:
+            emu.stop()
+        mi, mp = statistics.median(inits), statistics.median(py_inits)
+        R["init"], R["py_init"] = mi, mp
+        rows.append(("Init: process start → first GET /next, reaper",
+                     "%s median of %d (min %s, max %s)" % (fmt_s(mi), len(inits), fmt_s(min(inits)), fmt_s(max(inits))),
+                     "≤ 10 ms", verdict(mi <= 0.010)))
+        rows.append(("Init: same, boto3 (import boto3 + client at module level)",
+                     "%s median of %d (min %s, max %s); reaper is %.0f× faster" % (
+                         fmt_s(mp), len(py_inits), fmt_s(min(py_inits)), fmt_s(max(py_inits)), mp / mi),
+                     "reaper ≥ 30× faster", verdict(mp / mi >= 30)))
+        rows.append(("Idle RSS (VmHWM at first GET /next)",
+                     "reaper %s; boto3 %s" % (fmt_mb(statistics.median(idles)), fmt_mb(statistics.median(py_idles))),
+                     "", "—"))
+        if "boto3_hwm_kib" in R:
+            rows.append(("Peak RSS, boto3 loop after N=1000", fmt_mb(R["boto3_hwm_kib"]), "", "—"))
+
+    # 6. throttled throughput
+    if want("throttle"):
+        emu = emulator("--throttle-rate", "0.3")
+        try:
+            n, c = 1000, 16
+            walls, per_arn, rep_att, states = [], [], [], []
+            for i in range(max(1, min(args.repeat, 3))):
+                r = invoke_once(reaper, emu, n, {"MAX_CONCURRENCY": str(c), "MAX_ATTEMPTS": "10"},
+                                "th-%s-%d" % (run_id, i), flog)
+                walls.append(r["wall"])
+                per_arn.append(r["stats"].get("calls", 0) / n)
+                att = attempts_from_report(r["report"])
+                if att:
+                    rep_att.append((statistics.mean(att), max(att), len(att)))
+                states.append(summary_counts(r["report"]))
+                progress("throttled run %d: %.3f s, %.2f calls/ARN (%s; by status %s)" % (
+                    i + 1, r["wall"], per_arn[-1], states[-1], r["stats"].get("byStatus")))
+        finally:
+            emu.stop()
+        med = statistics.median(walls)
+        limit = math.ceil(n / c) * L
+        exp_att = 1 / (1 - 0.3)
+        line = "%s median of %d (%.2f× the unthrottled limit); emulator calls/ARN %.2f (expected 1/(1−0.3) = %.2f)" % (
+            fmt_s(med), len(walls), med / limit, statistics.median(per_arn), exp_att)
+        if rep_att:
+            line += "; report attempts mean %.2f, max %d over %d ARNs" % rep_att[-1]
+        line += "; outcome: " + states[-1]
+        rows.append(("Throttled: N=1000, C=16, 30% 429s, MAX_ATTEMPTS=10", line, "(no target)", "—"))
+
+    # 5. binary size
+    if want("size"):
+        size = file_size(args.reaper)
+        rows.append(("Binary: target/release/imagebuilder-reaper",
+                     "%s (%s bytes) %s" % (fmt_mb(size / 1024) if size else "—", size, is_stripped(args.reaper)),
+                     "≤ 10 MB stripped", verdict(None if size is None else size <= 10 * MB)))
+        if args.arm64_artifact:
+            size = file_size(args.arm64_artifact)
+            rows.append(("Binary: cargo lambda build --release --arm64 (bootstrap)",
+                         "%s (%s bytes) %s" % (fmt_mb(size / 1024) if size else "missing", size,
+                                               is_stripped(args.arm64_artifact) if size else ""),
+                         "≤ 10 MB stripped", verdict(None if size is None else size <= 10 * MB)))
+        else:
+            rows.append(("Binary: cargo lambda build --release --arm64 (bootstrap)", "skipped (BENCH_SKIP_ARM64=1)",
+                         "≤ 10 MB stripped", "—"))
+
+    table = render(rows)
+    print(table)
+    for n in notes:
+        print("note: " + n)
+    if args.doc:
+        write_doc(args.doc, table, notes)
+
+
+def render(rows) -> str:
+    head = ("measure", "result", "target", "")
+    lines = ["| %s |" % " | ".join(head), "|---|---|---|---|"]
+    for r in rows:
+        lines.append("| %s |" % " | ".join(r))
+    return "\n".join(lines)
+
+
+BEGIN, END = "<!-- BENCH:BEGIN (written by scripts/bench) -->", "<!-- BENCH:END -->"
+
+
+def write_doc(path: str, table: str, notes: list[str]):
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    try:
+        rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True).stdout.strip()
+    except OSError:
+        rev = "?"
+    block = "\n".join([BEGIN, "", "Last run: %s, commit %s." % (when, rev), "",
+                       "Machine: %s." % machine_description(), "", table, ""]
+                      + ["- " + n for n in notes] + ["", END])
+    text = open(path).read() if os.path.exists(path) else ""
+    if BEGIN in text and END in text:
+        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    else:
+        text = text + ("\n" if text else "") + block + "\n"
+    with open(path, "w") as f:
+        f.write(text)
+    print("bench: results written to %s" % os.path.relpath(path, ROOT), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    atexit.register(kill_children)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
+    main()
