@@ -1,0 +1,119 @@
+//! Ports: the narrow traits the engine talks through (one per AWS service it needs).
+//!
+//! Generic, not `dyn`: the binary uses the SDK adapters in [`crate::aws`], tests use
+//! in-memory fakes. Adapters classify their errors into [`CallError`] (the engine never sees
+//! an SDK type), so retry decisions are made on [`ErrorClass`], not on strings.
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use crate::arn::ImageArn;
+
+/// What a failed call means for the ARN (SPEC §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// Throttling, 5xx, timeouts, connection errors: try again.
+    Retryable,
+    /// Any other 4xx: trying again cannot help.
+    Permanent,
+    /// `ResourceNotFoundException`: the image is already gone.
+    NotFound,
+}
+
+/// A classified failure of one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallError {
+    pub class: ErrorClass,
+    /// The service error code (e.g. `CallRateLimitExceededException`) or our own name for
+    /// a transport failure (`Timeout`, `DispatchFailure`, …).
+    pub code: String,
+    pub message: String,
+    pub request_id: Option<String>,
+}
+
+impl CallError {
+    /// A retryable error without a request id.
+    pub fn retryable(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(ErrorClass::Retryable, code, message)
+    }
+    /// A permanent error without a request id.
+    pub fn permanent(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(ErrorClass::Permanent, code, message)
+    }
+    /// A not-found error without a request id.
+    pub fn not_found(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(ErrorClass::NotFound, code, message)
+    }
+    /// An error of the given class without a request id.
+    pub fn new(class: ErrorClass, code: impl Into<String>, message: impl Into<String>) -> Self {
+        CallError {
+            class,
+            code: code.into(),
+            message: message.into(),
+            request_id: None,
+        }
+    }
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+/// DeleteImage succeeded.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Deleted {
+    pub request_id: Option<String>,
+}
+
+/// What GetImage told us (only what the engine needs).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ImageInfo {
+    pub tags: HashMap<String, String>,
+    pub request_id: Option<String>,
+}
+
+/// EC2 Image Builder, as the engine needs it. Each call goes to the ARN's own region.
+pub trait Images: Send + Sync {
+    /// `DeleteImage(imageBuildVersionArn)`.
+    fn delete_image(
+        &self,
+        arn: &ImageArn,
+    ) -> impl Future<Output = Result<Deleted, CallError>> + Send;
+    /// `GetImage(imageBuildVersionArn)` (used for the protect tag).
+    fn get_image(
+        &self,
+        arn: &ImageArn,
+    ) -> impl Future<Output = Result<ImageInfo, CallError>> + Send;
+}
+
+/// One dead-letter message, ready to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterMessage {
+    /// Batch entry id, unique within one call (`[A-Za-z0-9_-]{1,80}`).
+    pub id: String,
+    /// The SPEC §5 JSON body.
+    pub body: String,
+    /// The `errorCode` String message attribute.
+    pub error_code: String,
+}
+
+impl DeadLetterMessage {
+    /// Bytes this message counts for against SQS's per-call payload limit (body plus the
+    /// `errorCode` attribute's name, type and value).
+    pub fn payload_bytes(&self) -> usize {
+        self.body.len() + "errorCode".len() + "String".len() + self.error_code.len()
+    }
+}
+
+/// The dead-letter queue (SQS SendMessageBatch).
+pub trait DeadLetterSink: Send + Sync {
+    /// Sends up to 10 messages in one call. `Ok` holds one result per entry, in the order
+    /// given (an entry the service did not confirm is an `Err`); `Err` means the whole call
+    /// failed.
+    fn send_batch(
+        &self,
+        entries: &[DeadLetterMessage],
+    ) -> impl Future<Output = Result<Vec<Result<(), CallError>>, CallError>> + Send;
+}
