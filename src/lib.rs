@@ -2,8 +2,19 @@
 //!
 //! The data path, one module per step:
 //! event ([`event`]) → ARN ([`arn`]) → plan + delete ([`engine`]) → dead letter
-//! ([`deadletter`]) → report ([`outcome`]). [`ports`] holds the narrow traits the engine
-//! talks through; [`aws`] holds one SDK-backed adapter per AWS service.
+//! ([`deadletter`]) → report ([`outcome`]), orchestrated per invocation by [`handler`].
+//! [`ports`] holds the narrow traits the engine talks through; [`aws`] holds one SDK-backed
+//! adapter per AWS service; [`config`], [`error`] and [`metrics`] are the edges.
 
 pub mod arn;
+pub mod aws;
+pub mod config;
+pub mod deadletter;
+pub mod engine;
+pub mod error;
 pub mod event;
+pub mod handler;
+pub mod metrics;
+pub mod outcome;
+pub mod output_resources;
+pub mod ports;

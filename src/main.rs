@@ -1,1 +1,34 @@
-fn main() {}
+//! The Lambda binary: init tracing, read configuration once, build the clients once, run.
+
+use imagebuilder_reaper::aws::{self, imagebuilder::ImageBuilder, sqs::SqsDeadLetters};
+use imagebuilder_reaper::config::Config;
+use imagebuilder_reaper::error::{report_init_error, ReaperError};
+use imagebuilder_reaper::handler::Handler;
+use lambda_runtime::{service_fn, LambdaEvent};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            let e = ReaperError::from(e);
+            tracing::error!(errorType = e.error_type(), error = %e, "init failed");
+            report_init_error(&e).await;
+            std::process::exit(1);
+        }
+    };
+    let sdk = aws::load_sdk_config(aws::SdkOverrides::default()).await;
+    let images = ImageBuilder::new(&sdk);
+    let dead_letters = config
+        .dead_letter_queue_url
+        .clone()
+        .map(|url| SqsDeadLetters::new(&sdk, url));
+    let handler = Handler::new(config, images, dead_letters);
+    let handler = &handler;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        handler.invoke(event)
+    }))
+    .await
+}

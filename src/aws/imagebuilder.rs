@@ -1,0 +1,87 @@
+//! EC2 Image Builder adapter ([`Images`] over the SDK).
+//!
+//! One client per region, built lazily from the shared [`SdkConfig`] and cached for the
+//! life of the process (so connections are reused across invocations); each ARN is sent
+//! through the client of **its own** region, so the request is signed for that region.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use aws_config::{Region, SdkConfig};
+use aws_sdk_imagebuilder::operation::RequestId;
+use aws_sdk_imagebuilder::Client;
+
+use super::classify::classify;
+use crate::arn::ImageArn;
+use crate::ports::{CallError, Deleted, ImageInfo, Images};
+
+/// [`Images`] backed by the AWS SDK.
+#[derive(Debug)]
+pub struct ImageBuilder {
+    base: SdkConfig,
+    clients: Mutex<HashMap<String, Client>>,
+}
+
+impl ImageBuilder {
+    /// No client is built (and nothing is resolved) until the first call for a region.
+    pub fn new(base: &SdkConfig) -> Self {
+        ImageBuilder {
+            base: base.clone(),
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The cached client for `region` (cheap: clients are reference-counted handles).
+    pub fn client(&self, region: &str) -> Client {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        clients
+            .entry(region.to_string())
+            .or_insert_with(|| {
+                let conf = aws_sdk_imagebuilder::config::Builder::from(&self.base)
+                    .region(Region::new(region.to_string()))
+                    .build();
+                Client::from_conf(conf)
+            })
+            .clone()
+    }
+}
+
+impl Images for ImageBuilder {
+    async fn delete_image(&self, arn: &ImageArn) -> Result<Deleted, CallError> {
+        let out = self
+            .client(arn.region())
+            .delete_image()
+            .image_build_version_arn(arn.as_str())
+            .send()
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(Deleted {
+            // The service's own requestId (body), else the x-amzn-requestid header.
+            request_id: out
+                .request_id()
+                .or_else(|| RequestId::request_id(&out))
+                .map(str::to_string),
+        })
+    }
+
+    async fn get_image(&self, arn: &ImageArn) -> Result<ImageInfo, CallError> {
+        let out = self
+            .client(arn.region())
+            .get_image()
+            .image_build_version_arn(arn.as_str())
+            .send()
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(ImageInfo {
+            tags: out
+                .image()
+                .and_then(|i| i.tags())
+                .cloned()
+                .unwrap_or_default(),
+            request_id: out
+                .request_id()
+                .or_else(|| RequestId::request_id(&out))
+                .map(str::to_string),
+        })
+    }
+}

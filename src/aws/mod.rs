@@ -1,0 +1,65 @@
+//! AWS adapters: the shared SDK configuration and one adapter per service.
+//!
+//! [`load_sdk_config`] is built once at init and shared: an explicit rustls + ring HTTPS
+//! client, the SDK's own retries disabled (the engine's loop is the only retry layer, see
+//! [`crate::engine::with_retries`]) and bounded timeouts. Endpoints come only from the
+//! standard `AWS_ENDPOINT_URL*` variables aws-config already honours. Loading does no
+//! network I/O when `AWS_REGION` is set (Lambda always sets it); credentials are resolved
+//! lazily on the first call.
+
+pub mod classify;
+pub mod imagebuilder;
+pub mod sqs;
+
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_imagebuilder::config::Credentials;
+use aws_smithy_http_client::tls;
+
+/// How long establishing a connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// One attempt of one call (the engine also cuts calls at the deadline margin).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Test-only overrides of the SDK configuration; the binary passes `Default::default()`
+/// and relies on the environment like any AWS tool.
+#[derive(Debug, Clone, Default)]
+pub struct SdkOverrides {
+    /// Instead of `AWS_ENDPOINT_URL` (e.g. an in-process emulator).
+    pub endpoint_url: Option<String>,
+    /// Static credentials instead of the default provider chain.
+    pub credentials: Option<Credentials>,
+    /// Instead of `AWS_REGION`.
+    pub region: Option<String>,
+}
+
+/// Builds the one shared SDK configuration.
+pub async fn load_sdk_config(overrides: SdkOverrides) -> SdkConfig {
+    let http_client = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http_client)
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                .build(),
+        );
+    if let Some(url) = overrides.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    if let Some(credentials) = overrides.credentials {
+        loader = loader.credentials_provider(credentials);
+    }
+    if let Some(region) = overrides.region {
+        loader = loader.region(Region::new(region));
+    }
+    loader.load().await
+}

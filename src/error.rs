@@ -1,0 +1,105 @@
+//! Whole-invocation errors: the three stable `errorType` names of SPEC §6.
+//!
+//! Step Functions `Retry` / `Catch` and alarms match these names, so they are spelled out
+//! here once ([`ERROR_TYPES`]) and mapped to [`lambda_runtime::Diagnostic`] explicitly instead
+//! of relying on Rust type names.
+
+use lambda_runtime::Diagnostic;
+
+use crate::config::ConfigError;
+
+/// Every `errorType` this function can fail an invocation (or its init) with.
+pub const ERROR_TYPES: [&str; 3] = [
+    "InvalidEvent",
+    "DeadLetterQueueUnavailable",
+    "ConfigurationError",
+];
+
+/// An error that fails the whole invocation (or init). Per-ARN failures never end up here:
+/// they are reported, dead-lettered or handed back (SPEC §4).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReaperError {
+    /// The payload is not JSON of any known shape (SPEC §2).
+    #[error("{0}")]
+    InvalidEvent(String),
+    /// Something had to go to the dead-letter queue and could not: the caller must retry.
+    #[error("{message}")]
+    DeadLetterQueueUnavailable {
+        /// Human-readable: why, how many, and which ARNs / inputs were not dead-lettered.
+        message: String,
+        /// The ARNs (or raw inputs, for rejections) that were not dead-lettered.
+        not_dead_lettered: Vec<String>,
+    },
+    /// A bad environment value at init (SPEC §3).
+    #[error(transparent)]
+    ConfigurationError(#[from] ConfigError),
+}
+
+impl ReaperError {
+    /// The stable `errorType` (one of [`ERROR_TYPES`]).
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            ReaperError::InvalidEvent(_) => ERROR_TYPES[0],
+            ReaperError::DeadLetterQueueUnavailable { .. } => ERROR_TYPES[1],
+            ReaperError::ConfigurationError(_) => ERROR_TYPES[2],
+        }
+    }
+}
+
+impl From<crate::event::InvalidEvent> for ReaperError {
+    fn from(e: crate::event::InvalidEvent) -> Self {
+        ReaperError::InvalidEvent(e.0)
+    }
+}
+
+impl From<ReaperError> for Diagnostic {
+    fn from(e: ReaperError) -> Self {
+        Diagnostic {
+            error_type: e.error_type().to_string(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+/// Reports an init failure the way Lambda understands it: a JSON error line on stderr with
+/// the stable `errorType`, and a POST to the Runtime API's `/runtime/init/error` (when
+/// `AWS_LAMBDA_RUNTIME_API` is set), so the init failure carries `errorType`
+/// `ConfigurationError` instead of a bare process exit. The caller then exits non-zero.
+pub async fn report_init_error(e: &ReaperError) {
+    let diagnostic = Diagnostic {
+        error_type: e.error_type().to_string(),
+        error_message: e.to_string(),
+    };
+    let body = serde_json::to_vec(&diagnostic).expect("diagnostic serialises");
+    eprintln!("{}", String::from_utf8_lossy(&body));
+    let Some(endpoint) = std::env::var("AWS_LAMBDA_RUNTIME_API")
+        .ok()
+        .and_then(|api| format!("http://{api}").parse().ok())
+    else {
+        return;
+    };
+    let client = match lambda_runtime_api_client::Client::builder()
+        .with_endpoint(endpoint)
+        .build()
+    {
+        Ok(c) => c,
+        Err(err) => {
+            eprintln!("could not build the Runtime API client: {err}");
+            return;
+        }
+    };
+    let request = lambda_runtime_api_client::build_request()
+        .method("POST")
+        .uri("/2018-06-01/runtime/init/error")
+        .header("Lambda-Runtime-Function-Error-Type", e.error_type())
+        .header("Content-Type", "application/json")
+        .body(lambda_runtime_api_client::body::Body::from(body));
+    match request {
+        Ok(req) => {
+            if let Err(err) = client.call(req).await {
+                eprintln!("could not report the init error to the Runtime API: {err}");
+            }
+        }
+        Err(err) => eprintln!("could not build the init error request: {err}"),
+    }
+}

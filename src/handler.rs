@@ -1,0 +1,170 @@
+//! The invocation handler: decode → engine → report, or the whole-invocation error.
+//!
+//! Build once per process with [`Handler::new`] and call [`Handler::invoke`] from
+//! `lambda_runtime` (or [`Handler::handle`] in tests, with an explicit [`Invocation`]).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use lambda_runtime::LambdaEvent;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::engine::{Engine, Execution, Invocation, NotDeadLettered};
+use crate::error::ReaperError;
+use crate::event::{self, InvocationKind};
+use crate::metrics;
+use crate::outcome::{Report, ResultRecord, Subject};
+use crate::ports::{DeadLetterSink, Images};
+
+/// How many not-dead-lettered items the `DeadLetterQueueUnavailable` message lists by name.
+const LISTED_IN_ERROR: usize = 20;
+
+/// The function: configuration and ports, built once and reused by every invocation.
+#[derive(Debug)]
+pub struct Handler<I, D> {
+    config: Config,
+    images: I,
+    dead_letters: Option<D>,
+}
+
+impl<I: Images, D: DeadLetterSink> Handler<I, D> {
+    /// `dead_letters` must be `Some` exactly when `DEAD_LETTER_QUEUE_URL` is configured.
+    pub fn new(config: Config, images: I, dead_letters: Option<D>) -> Self {
+        Handler {
+            config,
+            images,
+            dead_letters,
+        }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The `lambda_runtime` entry point: the report as pre-serialised JSON (within the
+    /// response budget), or the whole-invocation error.
+    pub async fn invoke(&self, event: LambdaEvent<Value>) -> Result<Box<RawValue>, ReaperError> {
+        let invocation = Invocation::from_context(&event.context);
+        let report = self.handle(&event.payload, &invocation).await?;
+        Ok(report.to_raw_json(self.config.report_budget_bytes))
+    }
+
+    /// Handles one event. `Err` only for `InvalidEvent` (nothing decodable) and
+    /// `DeadLetterQueueUnavailable` (EventBridge / direct / Step Functions items that had to
+    /// be dead-lettered and could not be).
+    pub async fn handle(
+        &self,
+        event: &Value,
+        invocation: &Invocation,
+    ) -> Result<Report, ReaperError> {
+        let decoded = event::decode(event).inspect_err(|e| {
+            tracing::error!(errorType = "InvalidEvent", error = %e, "invocation rejected");
+        })?;
+        let engine = Engine {
+            config: &self.config,
+            images: &self.images,
+            dead_letters: self.dead_letters.as_ref(),
+        };
+        let exec = engine.run(&decoded, invocation).await;
+        log_outcomes(&exec.records);
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        // EMF must be a line of its own on stdout, whatever the log format.
+        println!(
+            "{}",
+            metrics::emf_record(&exec, self.config.function_name.as_deref(), now_ms)
+        );
+
+        let sqs = matches!(exec.kind, InvocationKind::Sqs { .. });
+        if !sqs && !exec.not_dead_lettered.is_empty() {
+            let err = dead_letter_queue_unavailable(&exec);
+            tracing::error!(errorType = "DeadLetterQueueUnavailable", error = %err, "invocation failed");
+            return Err(err);
+        }
+        let Execution {
+            records,
+            dry_run,
+            handed_back,
+            ..
+        } = exec;
+        let report = Report::new(&records, dry_run, sqs.then_some(handed_back));
+        tracing::info!(summary = ?report.summary, "invocation done");
+        Ok(report)
+    }
+}
+
+/// One log line per ARN (or rejected item) outcome, with the SPEC §7 fields.
+fn log_outcomes(records: &[ResultRecord]) {
+    for r in records {
+        let arn = match &r.subject {
+            Subject::Arn(a) => a.clone(),
+            Subject::Input(Value::String(s)) => s.clone(),
+            Subject::Input(v) => v.to_string(),
+        };
+        let status = r.status.as_str();
+        let error_code = r.error_code.as_deref().unwrap_or("");
+        let message = r.message.as_deref().unwrap_or("");
+        if r.status.is_success() {
+            tracing::info!(
+                arn,
+                status,
+                errorCode = error_code,
+                attempts = r.attempts,
+                latencyMs = r.latency_ms,
+                "outcome"
+            );
+        } else {
+            tracing::warn!(
+                arn,
+                status,
+                errorCode = error_code,
+                attempts = r.attempts,
+                latencyMs = r.latency_ms,
+                deadLettered = r.dead_lettered,
+                handedBack = r.handed_back,
+                message,
+                "outcome"
+            );
+        }
+    }
+}
+
+fn dead_letter_queue_unavailable(exec: &Execution) -> ReaperError {
+    let items: &[NotDeadLettered] = &exec.not_dead_lettered;
+    let mut reasons: Vec<&str> = items.iter().map(|n| n.reason.as_str()).collect();
+    reasons.sort_unstable();
+    reasons.dedup();
+    let listed: Vec<String> = items
+        .iter()
+        .take(LISTED_IN_ERROR)
+        .map(|n| shorten(&n.what, 200))
+        .collect();
+    let more = items.len().saturating_sub(LISTED_IN_ERROR);
+    let message = format!(
+        "{} item(s) could not be dead-lettered ({}); failing the invocation so the caller \
+         retries (deletion is idempotent): {}{}",
+        items.len(),
+        reasons.join("; "),
+        listed.join(", "),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    );
+    ReaperError::DeadLetterQueueUnavailable {
+        message,
+        not_dead_lettered: items.iter().map(|n| n.what.clone()).collect(),
+    }
+}
+
+fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(max).collect::<String>())
+    }
+}

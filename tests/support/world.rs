@@ -1,0 +1,249 @@
+//! The local world of one end-to-end test: the real function binary, started under the
+//! in-process Runtime API, talking to the in-process Image Builder emulator and to moto
+//! (SQS dead-letter queue) only through the standard endpoint variables
+//! (`AWS_ENDPOINT_URL_IMAGEBUILDER`, `AWS_ENDPOINT_URL_SQS`).
+
+// Shared by several test binaries; each uses a subset.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use ib_emulator::{Emulator, Faults, SeedImage};
+use serde_json::Value;
+
+use super::moto::{self, Moto, Received};
+use super::process::{repo_root, Proc};
+use super::runtime_api::{Invocation, RuntimeApi};
+
+/// The function binary cargo built for this test run.
+pub const FUNCTION_BIN: &str = env!("CARGO_BIN_EXE_imagebuilder-reaper");
+
+/// The account of the invoked-function ARN (the default `ALLOWED_ACCOUNT_IDS`).
+pub const ACCOUNT: &str = "123456789012";
+
+/// An image build-version ARN in us-east-1 of [`ACCOUNT`].
+pub fn arn(name: &str, build: u32) -> String {
+    format!("arn:aws:imagebuilder:us-east-1:{ACCOUNT}:image/{name}/1.0.0/{build}")
+}
+
+/// Which dead-letter queue the function is configured with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dlq {
+    /// A fresh queue in moto.
+    Fresh,
+    /// `DEAD_LETTER_QUEUE_URL` unset.
+    Unset,
+    /// The URL of a queue that was created and deleted again (sends fail).
+    Deleted,
+}
+
+/// How to build a world.
+pub struct Setup {
+    pub faults: Faults,
+    pub dlq: Dlq,
+    /// Extra environment for the function (overrides the defaults).
+    pub env: Vec<(String, String)>,
+    pub seed: Vec<String>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            faults: Faults::default(),
+            dlq: Dlq::Fresh,
+            env: Vec::new(),
+            seed: Vec::new(),
+        }
+    }
+}
+
+impl Setup {
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+    pub fn seed<I: IntoIterator<Item = S>, S: Into<String>>(mut self, arns: I) -> Self {
+        self.seed.extend(arns.into_iter().map(Into::into));
+        self
+    }
+    pub fn faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
+        self
+    }
+    pub fn dlq(mut self, dlq: Dlq) -> Self {
+        self.dlq = dlq;
+        self
+    }
+}
+
+/// A running world. Dropping it kills the function; if the test is panicking, the
+/// function's output is printed first so the failure can be read.
+pub struct World {
+    pub emu: Emulator,
+    pub runtime: RuntimeApi,
+    pub function: Proc,
+    pub moto: &'static Moto,
+    pub sqs: aws_sdk_sqs::Client,
+    pub dlq_url: Option<String>,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- function output (pid {}) ----\n{}---- end of function output ----",
+                self.function.pid(),
+                self.function.output()
+            );
+        }
+    }
+}
+
+/// The environment a Lambda execution environment gives the function, plus the local
+/// endpoints; `extra` overrides.
+pub fn function_env(
+    runtime_api: &str,
+    imagebuilder: &str,
+    sqs: &str,
+    dlq_url: Option<&str>,
+    extra: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = [
+        ("PATH", std::env::var("PATH").unwrap_or_default().as_str()),
+        ("AWS_LAMBDA_RUNTIME_API", runtime_api),
+        ("AWS_LAMBDA_FUNCTION_NAME", "imagebuilder-reaper"),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+        (
+            "AWS_LAMBDA_LOG_GROUP_NAME",
+            "/aws/lambda/imagebuilder-reaper",
+        ),
+        ("AWS_LAMBDA_LOG_STREAM_NAME", "2026/01/01/[$LATEST]e2e"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_CONFIG_FILE", "/dev/null"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+        ("AWS_ENDPOINT_URL_IMAGEBUILDER", imagebuilder),
+        ("AWS_ENDPOINT_URL_SQS", sqs),
+        ("RUST_BACKTRACE", "1"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    if let Some(url) = dlq_url {
+        env.push(("DEAD_LETTER_QUEUE_URL".into(), url.into()));
+    }
+    for (k, v) in extra {
+        env.retain(|(key, _)| key != k);
+        env.push((k.clone(), v.clone()));
+    }
+    env
+}
+
+/// Starts the function binary with exactly `env` (nothing inherited).
+pub fn spawn_function(env: &[(String, String)]) -> Proc {
+    let mut cmd = Command::new(FUNCTION_BIN);
+    cmd.env_clear().current_dir(repo_root());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Proc::spawn("imagebuilder-reaper", cmd)
+}
+
+impl World {
+    pub async fn start(setup: Setup) -> World {
+        let moto = Moto::shared();
+        let sqs = moto.sqs();
+        let dlq_url = match setup.dlq {
+            Dlq::Unset => None,
+            Dlq::Fresh => Some(moto::create_queue(&sqs, &moto::unique("e2e-dlq")).await),
+            Dlq::Deleted => {
+                let url = moto::create_queue(&sqs, &moto::unique("e2e-gone")).await;
+                sqs.delete_queue()
+                    .queue_url(&url)
+                    .send()
+                    .await
+                    .expect("DeleteQueue");
+                Some(url)
+            }
+        };
+        let emu = Emulator::new(setup.faults);
+        emu.start("127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("start the Image Builder emulator");
+        emu.seed(setup.seed.iter().map(|arn| SeedImage {
+            arn: arn.clone(),
+            ..Default::default()
+        }));
+        let runtime = RuntimeApi::start().await;
+        let env = function_env(
+            &runtime.address(),
+            &emu.endpoint_url().unwrap(),
+            &moto.url(),
+            dlq_url.as_deref(),
+            &setup.env,
+        );
+        let function = spawn_function(&env);
+        World {
+            emu,
+            runtime,
+            function,
+            moto,
+            sqs,
+            dlq_url,
+        }
+    }
+
+    /// Invokes with a 60 s budget.
+    pub async fn invoke(&self, event: &Value) -> Invocation {
+        self.invoke_within(event, Duration::from_secs(60)).await
+    }
+
+    /// Invokes with the given time budget (the Lambda deadline is that far from the moment
+    /// the function receives the event).
+    pub async fn invoke_within(&self, event: &Value, budget: Duration) -> Invocation {
+        self.runtime.invoke(event, budget).await
+    }
+
+    /// Reads and deletes the dead-letter messages, waiting for at least `expected`.
+    pub async fn dead_letters(&self, expected: usize) -> Vec<Received> {
+        let url = self.dlq_url.as_deref().expect("this world has a DLQ");
+        moto::drain(&self.sqs, url, expected, Duration::from_secs(10)).await
+    }
+
+    /// How many DeleteImage calls the emulator received for `arn`.
+    pub fn delete_calls(&self, arn: &str) -> usize {
+        self.emu
+            .calls()
+            .iter()
+            .filter(|c| c.operation == "DeleteImage" && c.arn.as_deref() == Some(arn))
+            .count()
+    }
+}
+
+/// The fixture `events/<name>` as JSON.
+pub fn fixture(name: &str) -> Value {
+    let path = repo_root().join("events").join(name);
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+}
+
+/// Every `events/*.json`, sorted by name.
+pub fn fixtures() -> Vec<(String, PathBuf)> {
+    let dir = repo_root().join("events");
+    let mut out: Vec<(String, PathBuf)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), p))
+        .collect();
+    out.sort();
+    out
+}
