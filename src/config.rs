@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use crate::arn::{self, AllowList, Guards};
+use crate::output_resources::Mode;
 
 /// The validated configuration. Construct with [`Config::from_env`] (the binary) or
 /// [`Config::from_lookup`] / [`Config::default`] (tests).
@@ -38,6 +39,12 @@ pub struct Config {
     /// Report size budget in bytes (Lambda's response limit is 6 MB; not configurable by
     /// environment, tests shrink it).
     pub report_budget_bytes: usize,
+    /// `DELETE_OUTPUT_RESOURCES`: which of the image's AMIs (+ snapshots) and ECR images to
+    /// delete before DeleteImage (issue 5); overridable per invocation.
+    pub delete_output_resources: Mode,
+    /// `REQUIRE_COMPLETE_CLEANUP`: output resources left behind on purpose (another account,
+    /// a snapshot in use) block DeleteImage too.
+    pub require_complete_cleanup: bool,
 }
 
 /// Full-jitter exponential backoff parameters.
@@ -95,6 +102,8 @@ impl Default for Config {
             function_name: None,
             backoff: Backoff::default(),
             report_budget_bytes: DEFAULT_REPORT_BUDGET_BYTES,
+            delete_output_resources: Mode::None,
+            require_complete_cleanup: false,
         }
     }
 }
@@ -159,6 +168,14 @@ impl Config {
             function_name: get("AWS_LAMBDA_FUNCTION_NAME"),
             backoff: d.backoff,
             report_budget_bytes: d.report_budget_bytes,
+            delete_output_resources: get("DELETE_OUTPUT_RESOURCES")
+                .map(|v| parse_output_resources("DELETE_OUTPUT_RESOURCES", &v))
+                .transpose()?
+                .unwrap_or(d.delete_output_resources),
+            require_complete_cleanup: get("REQUIRE_COMPLETE_CLEANUP")
+                .map(|v| parse_bool("REQUIRE_COMPLETE_CLEANUP", &v))
+                .transpose()?
+                .unwrap_or(d.require_complete_cleanup),
         })
     }
 
@@ -332,6 +349,22 @@ fn parse_tag_key(v: &str) -> Result<String, ConfigError> {
     }
 }
 
+/// `none`, `amis`, `containers` or `all`; anything but `none` needs a build with the
+/// `output-resources` cargo feature (the EC2 and ECR clients). Also used for the
+/// per-invocation `"deleteOutputResources"` (with that field's name as `variable`).
+pub fn parse_output_resources(variable: &'static str, v: &str) -> Result<Mode, ConfigError> {
+    let mode = Mode::parse(v).map_err(|accepted| err(variable, v, accepted))?;
+    if mode.any() && !cfg!(feature = "output-resources") {
+        return Err(err(
+            variable,
+            v,
+            "none: this build has no EC2/ECR support (rebuild with the default cargo feature \
+             `output-resources`)",
+        ));
+    }
+    Ok(mode)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,6 +445,30 @@ mod tests {
                 "{msg}"
             );
         }
+    }
+
+    #[test]
+    fn output_resource_settings_are_read_and_checked() {
+        // GIVEN the two issue-5 variables WHEN read THEN parsed case-insensitively
+        let c = config(&[
+            ("DELETE_OUTPUT_RESOURCES", "All"),
+            ("REQUIRE_COMPLETE_CLEANUP", "true"),
+        ])
+        .unwrap();
+        assert_eq!(c.delete_output_resources, Mode::All);
+        assert!(c.require_complete_cleanup);
+        assert_eq!(config(&[]).unwrap().delete_output_resources, Mode::None);
+        // GIVEN a bad value THEN the error names the variable, the value and every accepted value
+        let e = config(&[("DELETE_OUTPUT_RESOURCES", "snapshots")]).unwrap_err();
+        assert_eq!(e.variable, "DELETE_OUTPUT_RESOURCES");
+        let msg = e.to_string();
+        for word in ["snapshots", "none", "amis", "containers", "all"] {
+            assert!(msg.contains(word), "{msg}");
+        }
+        assert_eq!(
+            config(&[("REQUIRE_COMPLETE_CLEANUP", "maybe")]).unwrap_err().variable,
+            "REQUIRE_COMPLETE_CLEANUP"
+        );
     }
 
     #[test]

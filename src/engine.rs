@@ -27,7 +27,9 @@ use crate::event::{Decoded, InvocationKind, Item};
 use crate::outcome::{
     destination, settle, Destination, Final, Need, ResultRecord, Status, Subject,
 };
-use crate::ports::{CallError, DeadLetterSink, ErrorClass, Images};
+use crate::output_resources::run::{self as cleanup, Cleaners, Settings};
+use crate::output_resources::{plan as output_plan, Mode, Verdict};
+use crate::ports::{Amis, CallError, ContainerImages, DeadLetterSink, ErrorClass, Images};
 
 // ---------------------------------------------------------------------------------------
 // Retry loop
@@ -359,13 +361,17 @@ enum UnitState {
 }
 
 /// Runs one decoded invocation against the ports.
-pub struct Engine<'a, I, D> {
+pub struct Engine<'a, I, D, A, C> {
     pub config: &'a Config,
     pub images: &'a I,
     pub dead_letters: Option<&'a D>,
+    /// EC2 / ECR, for the output resources (issue 5).
+    pub output: &'a Cleaners<A, C>,
+    /// `DELETE_OUTPUT_RESOURCES`, or this invocation's valid `"deleteOutputResources"`.
+    pub output_mode: Mode,
 }
 
-impl<I: Images, D: DeadLetterSink> Engine<'_, I, D> {
+impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Engine<'_, I, D, A, C> {
     /// Plans, executes, dead-letters and routes. Never fails: every item ends in
     /// [`Execution::records`] as done, dead-lettered or handed back.
     pub async fn run(&self, decoded: &Decoded, inv: &Invocation) -> Execution {
@@ -617,6 +623,7 @@ impl<I: Images, D: DeadLetterSink> Engine<'_, I, D> {
                     latency_ms: 0,
                     dead_lettered: false,
                     handed_back: true,
+                    output_resources: Vec::new(),
                 },
             };
             records.push(rec);
@@ -634,6 +641,7 @@ impl<I: Images, D: DeadLetterSink> Engine<'_, I, D> {
                     latency_ms: 0,
                     dead_lettered: fin == Final::DeadLettered,
                     handed_back: fin == Final::HandedBack,
+                    output_resources: Vec::new(),
                 },
                 (None, u) => ResultRecord {
                     subject: Subject::Input(rej.input),
@@ -646,6 +654,7 @@ impl<I: Images, D: DeadLetterSink> Engine<'_, I, D> {
                     latency_ms: 0,
                     dead_lettered: false,
                     handed_back: true,
+                    output_resources: Vec::new(),
                 },
             };
             records.push(rec);
@@ -667,7 +676,8 @@ impl<I: Images, D: DeadLetterSink> Engine<'_, I, D> {
         }
     }
 
-    /// Decides one distinct ARN: protect tag (GetImage), dry run, DeleteImage.
+    /// Decides one distinct ARN: GetImage (protect tag, output resources), the output
+    /// resources' cleanup, dry run, and DeleteImage last.
     async fn run_arn(
         &self,
         task: &Task,
@@ -687,19 +697,22 @@ impl<I: Images, D: DeadLetterSink> Engine<'_, I, D> {
             latency_ms: 0,
             dead_lettered: false,
             handed_back: false,
+            output_resources: Vec::new(),
         };
         let finish = |mut rec: ResultRecord, lat: Vec<Duration>| {
             rec.latency_ms = started.elapsed().as_millis() as u64;
             (rec, lat)
         };
 
-        if let Some(key) = &self.config.protect_tag_key {
-            match with_retries(policy, window, || self.images.get_image(arn)).await {
+        let mode = self.output_mode;
+        let protect_key = self.config.protect_tag_key.as_deref();
+        if protect_key.is_some() || mode.any() {
+            let info = match with_retries(policy, window, || self.images.get_image(arn)).await {
                 Attempted::Done {
                     value, attempts, ..
                 } => {
                     rec.attempts = attempts;
-                    if let Some(v) = value.tags.get(key) {
+                    if let Some((key, v)) = protect_key.and_then(|k| Some((k, value.tags.get(k)?))) {
                         rec.status = Status::Protected;
                         rec.request_id = value.request_id;
                         rec.message = Some(format!(
@@ -707,10 +720,60 @@ impl<I: Images, D: DeadLetterSink> Engine<'_, I, D> {
                         ));
                         return finish(rec, Vec::new());
                     }
+                    value
                 }
                 other => {
+                    // Not found: the image is gone, and GetImage can no longer name its output
+                    // resources: `alreadyDeleted` as without the cleanup.
                     apply_failure(&mut rec, other, "GetImage", self.config);
                     return finish(rec, Vec::new());
+                }
+            };
+            if mode.any() {
+                let plan =
+                    output_plan::build(&info.output_resources, arn.account(), arn.region(), mode);
+                let settings = Settings {
+                    dry_run: task.dry_run,
+                    protect_tag_key: protect_key,
+                    require_complete: self.config.require_complete_cleanup,
+                    policy: *policy,
+                    window,
+                };
+                let done =
+                    cleanup::clean(&self.output.amis, &self.output.containers, &plan, &settings)
+                        .await;
+                rec.output_resources = done.entries;
+                match done.verdict {
+                    Verdict::Proceed => {}
+                    Verdict::Protected { message } => {
+                        rec.status = Status::Protected;
+                        rec.message = Some(message);
+                        return finish(rec, Vec::new());
+                    }
+                    Verdict::Failed {
+                        code,
+                        message,
+                        retryable,
+                    } => {
+                        rec.status = Status::Failed;
+                        rec.error_code = Some(code);
+                        rec.message = Some(message);
+                        rec.retryable = Some(retryable);
+                        rec.attempts = rec
+                            .output_resources
+                            .iter()
+                            .filter_map(|e| e.attempts)
+                            .max()
+                            .unwrap_or(1);
+                        return finish(rec, Vec::new());
+                    }
+                    Verdict::NotAttempted { message } => {
+                        rec.status = Status::NotAttempted;
+                        rec.error_code = Some(DEADLINE_REACHED.to_string());
+                        rec.message = Some(message);
+                        rec.retryable = Some(true);
+                        return finish(rec, Vec::new());
+                    }
                 }
             }
         }

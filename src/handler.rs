@@ -9,32 +9,52 @@ use lambda_runtime::LambdaEvent;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::engine::{Engine, Execution, Invocation, NotDeadLettered};
 use crate::error::ReaperError;
 use crate::event::{self, InvocationKind};
 use crate::metrics;
 use crate::outcome::{Report, ResultRecord, Subject};
-use crate::ports::{DeadLetterSink, Images};
+use crate::output_resources::run::{Cleaners, Unavailable};
+use crate::ports::{Amis, ContainerImages, DeadLetterSink, Images};
 
 /// How many not-dead-lettered items the `DeadLetterQueueUnavailable` message lists by name.
 const LISTED_IN_ERROR: usize = 20;
 
 /// The function: configuration and ports, built once and reused by every invocation.
 #[derive(Debug)]
-pub struct Handler<I, D> {
+pub struct Handler<I, D, A = Unavailable, C = Unavailable> {
     config: Config,
     images: I,
     dead_letters: Option<D>,
+    output: Cleaners<A, C>,
 }
 
 impl<I: Images, D: DeadLetterSink> Handler<I, D> {
     /// `dead_letters` must be `Some` exactly when `DEAD_LETTER_QUEUE_URL` is configured.
+    /// Without [`Handler::with_output_resources`] there are no EC2/ECR ports.
     pub fn new(config: Config, images: I, dead_letters: Option<D>) -> Self {
         Handler {
             config,
             images,
             dead_letters,
+            output: Cleaners::default(),
+        }
+    }
+}
+
+impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Handler<I, D, A, C> {
+    /// The EC2 and ECR ports that delete an image's output resources (issue 5).
+    pub fn with_output_resources<A2: Amis, C2: ContainerImages>(
+        self,
+        amis: A2,
+        containers: C2,
+    ) -> Handler<I, D, A2, C2> {
+        Handler {
+            config: self.config,
+            images: self.images,
+            dead_letters: self.dead_letters,
+            output: Cleaners { amis, containers },
         }
     }
 
@@ -62,10 +82,26 @@ impl<I: Images, D: DeadLetterSink> Handler<I, D> {
         let decoded = event::decode(event).inspect_err(|e| {
             tracing::error!(errorType = "InvalidEvent", error = %e, "invocation rejected");
         })?;
+        // A bad per-invocation value fails the whole invocation, naming the field.
+        let output_mode = match &decoded.options.delete_output_resources {
+            None => self.config.delete_output_resources,
+            Some(v) => config::parse_output_resources("deleteOutputResources", v)
+                .map_err(|e| {
+                    ReaperError::InvalidEvent(format!(
+                        "\"deleteOutputResources\": {v:?} is not valid; expected {}",
+                        e.expected
+                    ))
+                })
+                .inspect_err(|e| {
+                    tracing::error!(errorType = "InvalidEvent", error = %e, "invocation rejected");
+                })?,
+        };
         let engine = Engine {
             config: &self.config,
             images: &self.images,
             dead_letters: self.dead_letters.as_ref(),
+            output: &self.output,
+            output_mode,
         };
         let exec = engine.run(&decoded, invocation).await;
         log_outcomes(&exec.records);

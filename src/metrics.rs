@@ -117,6 +117,7 @@ mod tests {
             latency_ms: 1,
             dead_lettered,
             handed_back: false,
+            output_resources: Vec::new(),
         }
     }
 

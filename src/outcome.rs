@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::event::InvocationKind;
+use crate::output_resources::ResourceEntry;
 
 /// Per-ARN status (SPEC §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -136,6 +137,9 @@ pub struct ResultRecord {
     pub dead_lettered: bool,
     /// At least one source that named it was handed back for a retry because of it.
     pub handed_back: bool,
+    /// What happened to each of the image's AMIs, snapshots and container images
+    /// (`DELETE_OUTPUT_RESOURCES`; empty when not asked for).
+    pub output_resources: Vec<ResourceEntry>,
 }
 
 /// `summary` of the report.
@@ -208,6 +212,9 @@ pub struct ResultEntry {
     /// `true` when a source naming it was handed back for a retry.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub handed_back: bool,
+    /// One entry per AMI / snapshot / container image (absent when none were looked at).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub output_resources: Vec<ResourceEntry>,
 }
 
 impl ResultEntry {
@@ -228,6 +235,7 @@ impl ResultEntry {
             attempts: (r.attempts > 0).then_some(r.attempts),
             dead_lettered: failure.then_some(r.dead_lettered),
             handed_back: r.handed_back,
+            output_resources: r.output_resources.clone(),
         }
     }
 }
@@ -410,6 +418,7 @@ mod tests {
             latency_ms: 3,
             dead_lettered: status == Status::Failed,
             handed_back: false,
+            output_resources: Vec::new(),
         }
     }
 

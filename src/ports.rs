@@ -71,6 +71,8 @@ pub struct Deleted {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ImageInfo {
     pub tags: HashMap<String, String>,
+    /// `image.outputResources`: the AMIs and container images DeleteImage leaves behind.
+    pub output_resources: crate::output_resources::OutputResources,
     pub request_id: Option<String>,
 }
 

@@ -13,6 +13,7 @@ use aws_sdk_imagebuilder::Client;
 
 use super::classify::classify;
 use crate::arn::ImageArn;
+use crate::output_resources::{OutputAmi, OutputContainer, OutputResources};
 use crate::ports::{CallError, Deleted, ImageInfo, Images};
 
 /// [`Images`] backed by the AWS SDK.
@@ -78,10 +79,38 @@ impl Images for ImageBuilder {
                 .and_then(|i| i.tags())
                 .cloned()
                 .unwrap_or_default(),
+            output_resources: out
+                .image()
+                .and_then(|i| i.output_resources())
+                .map(output_resources)
+                .unwrap_or_default(),
             request_id: out
                 .request_id()
                 .or_else(|| RequestId::request_id(&out))
                 .map(str::to_string),
         })
+    }
+}
+
+/// GetImage's `outputResources` in the SDK's types → the pure core's.
+fn output_resources(r: &aws_sdk_imagebuilder::types::OutputResources) -> OutputResources {
+    OutputResources {
+        amis: r
+            .amis()
+            .iter()
+            .map(|a| OutputAmi {
+                region: a.region().map(str::to_string),
+                image_id: a.image().map(str::to_string),
+                account_id: a.account_id().map(str::to_string),
+            })
+            .collect(),
+        containers: r
+            .containers()
+            .iter()
+            .map(|c| OutputContainer {
+                region: c.region().map(str::to_string),
+                image_uris: c.image_uris().to_vec(),
+            })
+            .collect(),
     }
 }

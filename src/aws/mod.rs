@@ -8,6 +8,10 @@
 //! lazily on the first call.
 
 pub mod classify;
+#[cfg(feature = "output-resources")]
+pub mod ec2;
+#[cfg(feature = "output-resources")]
+pub mod ecr;
 pub mod imagebuilder;
 pub mod sqs;
 

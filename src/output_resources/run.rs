@@ -7,35 +7,62 @@
 //! still uses); per repository: BatchDeleteImage; (4) [`verdict`] decides whether DeleteImage
 //! may run. No AWS SDK types here: the ports classify errors.
 
-use std::future::Future;
-use std::time::Duration;
-
 use futures::future::join_all;
-use tokio::time::Instant;
+use std::sync::Mutex;
 
 use super::plan::{AmiTask, ContainerGroup, Plan, ECR_BATCH_LIMIT};
+use super::uri::ImageReference;
 use super::{verdict, ResourceEntry, ResourceKind, ResourceStatus, Verdict};
+use crate::engine::{with_retries, Attempted, RetryPolicy, Window};
 use crate::ports::{AmiDescription, Amis, CallError, ContainerImages, ErrorClass, Removal};
 
-/// Attempts and full-jitter exponential backoff for each cleanup call (the same policy as
-/// DeleteImage's: `MAX_ATTEMPTS`, and the engine's backoff).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    pub max_attempts: u32,
-    /// Upper bound of the first delay.
-    pub base: Duration,
-    /// No delay is longer than this.
-    pub cap: Duration,
+/// The two output-resource ports, as the engine holds them.
+#[derive(Debug, Clone, Default)]
+pub struct Cleaners<A, C> {
+    pub amis: A,
+    pub containers: C,
 }
 
-impl RetryPolicy {
-    /// Full jitter: uniform in `[0, min(cap, base · 2^(attempt-1))]`.
-    fn delay(&self, attempt: u32) -> Duration {
-        let exp = self
-            .base
-            .saturating_mul(1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX));
-        let max = exp.min(self.cap).as_millis() as u64;
-        Duration::from_millis(fastrand::u64(0..=max))
+/// Ports of a function built or wired without EC2/ECR: every call fails permanently with
+/// [`Unavailable::CODE`]. Configuration refuses any mode but `none` in a build without the
+/// `output-resources` feature, so these are reached only by a miswired handler.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unavailable;
+
+impl Unavailable {
+    pub const CODE: &'static str = "OutputResourcesUnavailable";
+    fn error() -> CallError {
+        CallError::permanent(
+            Self::CODE,
+            "this function has no EC2/ECR clients (built without the output-resources feature)",
+        )
+    }
+}
+
+impl Amis for Unavailable {
+    async fn describe_image(&self, _: &str, _: &str) -> Result<Option<AmiDescription>, CallError> {
+        Err(Self::error())
+    }
+    async fn snapshots_left_by(&self, _: &str, _: &str) -> Result<Vec<String>, CallError> {
+        Err(Self::error())
+    }
+    async fn deregister_image(&self, _: &str, _: &str) -> Result<(), CallError> {
+        Err(Self::error())
+    }
+    async fn delete_snapshot(&self, _: &str, _: &str) -> Result<Removal, CallError> {
+        Err(Self::error())
+    }
+}
+
+impl ContainerImages for Unavailable {
+    async fn batch_delete_image(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: &[ImageReference],
+    ) -> Result<Vec<Result<Removal, CallError>>, CallError> {
+        Err(Self::error())
     }
 }
 
@@ -48,10 +75,11 @@ pub struct Settings<'a> {
     pub protect_tag_key: Option<&'a str>,
     /// `REQUIRE_COMPLETE_CLEANUP`: skipped pieces block DeleteImage.
     pub require_complete: bool,
-    pub retry: RetryPolicy,
-    /// No deleting call starts, and no backoff sleeps, past this instant (the Lambda deadline
-    /// minus `DEADLINE_MARGIN_MS`).
-    pub deadline: Option<Instant>,
+    /// `MAX_ATTEMPTS` and backoff: every cleanup call goes through the engine's one retry
+    /// loop, like DeleteImage.
+    pub policy: RetryPolicy,
+    /// The deadline window of image calls: no call or backoff starts past it.
+    pub window: Window,
 }
 
 /// The cleanup's result for one image build version.
@@ -72,7 +100,32 @@ enum AmiState {
     Gone { leftover: Vec<String> },
 }
 
-/// Runs the plan. Never panics on service errors: every piece ends in an entry.
+/// How one call through the retry loop ended, as far as a piece's status is concerned.
+enum Call<T> {
+    Ok(T),
+    /// `ErrorClass::NotFound`: the piece is already gone.
+    Gone,
+    Failed(CallError, u32),
+    /// The deadline window closed before (another) attempt could start.
+    NotStarted,
+}
+
+async fn call<T, F, Fut>(s: &Settings<'_>, f: F) -> Call<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, CallError>>,
+{
+    match with_retries(&s.policy, s.window, f).await {
+        Attempted::Done { value, .. } => Call::Ok(value),
+        Attempted::Failed { error, .. } if error.class == ErrorClass::NotFound => Call::Gone,
+        Attempted::Failed {
+            error, attempts, ..
+        } => Call::Failed(error, attempts),
+        Attempted::NotStarted => Call::NotStarted,
+    }
+}
+
+/// Runs the plan. Every piece ends in exactly one entry; service errors never escape.
 pub async fn clean<A: Amis, C: ContainerImages>(
     amis: &A,
     containers: &C,
@@ -85,13 +138,13 @@ pub async fn clean<A: Amis, C: ContainerImages>(
     // (2) Protection wins over everything, even over a failed read of another AMI.
     if let Some(key) = s.protect_tag_key {
         for (task, read) in plan.amis.iter().zip(&reads) {
-            if let Ok(AmiState::Present(d)) = read {
-                if d.tags.contains_key(key) {
+            if let Call::Ok(AmiState::Present(d)) = read {
+                if let Some(v) = d.tags.get(key) {
                     return Cleanup {
                         entries: Vec::new(),
                         verdict: Verdict::Protected {
                             message: format!(
-                                "its AMI {} ({}) carries the protect tag key {key:?}; nothing was deleted",
+                                "skipped: its AMI {} ({}) carries the protect tag {key}={v}; nothing was deleted",
                                 task.image_id, task.region
                             ),
                         },
@@ -102,13 +155,14 @@ pub async fn clean<A: Amis, C: ContainerImages>(
     }
 
     let mut entries = Vec::new();
-    if reads.iter().any(Result::is_err) {
+    if reads.iter().any(|r| !matches!(r, Call::Ok(_))) {
         // Nothing is deleted until every AMI has been read (protect tag, snapshot list).
         for (task, read) in plan.amis.iter().zip(reads) {
             let e = ami_entry(task, ResourceStatus::NotAttempted);
             entries.push(match read {
-                Err((err, attempts)) => failed(e, &err, attempts),
-                Ok(_) => e.not_attempted(NOT_ALL_READ),
+                Call::Failed(err, attempts) => failed(e, &err, attempts),
+                Call::NotStarted => e.not_attempted(DEADLINE),
+                _ => e.not_attempted(NOT_ALL_READ),
             });
         }
         for group in &plan.containers {
@@ -117,7 +171,10 @@ pub async fn clean<A: Amis, C: ContainerImages>(
             }
         }
     } else {
-        let states: Vec<AmiState> = reads.into_iter().map(|r| r.ok().expect("checked")).collect();
+        let states = reads.into_iter().filter_map(|r| match r {
+            Call::Ok(state) => Some(state),
+            _ => None,
+        });
         let ami_entries = join_all(
             plan.amis
                 .iter()
@@ -138,33 +195,30 @@ pub async fn clean<A: Amis, C: ContainerImages>(
 const NOT_ALL_READ: &str =
     "not attempted: another AMI of this image could not be read, and nothing is deleted before all are";
 
-/// DescribeImages, and DescribeSnapshots for an AMI that is already gone.
-async fn read_ami<A: Amis>(
-    amis: &A,
-    task: &AmiTask,
-    s: &Settings<'_>,
-) -> Result<AmiState, (CallError, u32)> {
-    let (described, n) = retry(s, || amis.describe_image(&task.region, &task.image_id)).await;
-    match described {
-        Ok(Some(d)) => match &d.owner_id {
-            Some(owner) if owner != &task.account_id => Ok(AmiState::Foreign(owner.clone())),
-            _ => Ok(AmiState::Present(d)),
-        },
-        Ok(None) => left_behind(amis, task, s).await,
-        Err(e) if e.class == ErrorClass::NotFound => left_behind(amis, task, s).await,
-        Err(e) => Err((e, n)),
-    }
-}
+const DEADLINE: &str =
+    "not attempted: less than DEADLINE_MARGIN_MS remained before the Lambda deadline";
 
-async fn left_behind<A: Amis>(
-    amis: &A,
-    task: &AmiTask,
-    s: &Settings<'_>,
-) -> Result<AmiState, (CallError, u32)> {
-    let (found, n) = retry(s, || amis.snapshots_left_by(&task.region, &task.image_id)).await;
-    found
-        .map(|leftover| AmiState::Gone { leftover })
-        .map_err(|e| (e, n))
+/// DescribeImages, and DescribeSnapshots for an AMI that is already gone.
+async fn read_ami<A: Amis>(amis: &A, task: &AmiTask, s: &Settings<'_>) -> Call<AmiState> {
+    match call(s, || amis.describe_image(&task.region, &task.image_id)).await {
+        Call::Ok(Some(d)) => match &d.owner_id {
+            Some(owner) if owner != &task.account_id => Call::Ok(AmiState::Foreign(owner.clone())),
+            _ => Call::Ok(AmiState::Present(d)),
+        },
+        Call::Ok(None) | Call::Gone => {
+            match call(s, || amis.snapshots_left_by(&task.region, &task.image_id)).await {
+                Call::Ok(leftover) => Call::Ok(AmiState::Gone { leftover }),
+                // Nothing is found by a search that found nothing.
+                Call::Gone => Call::Ok(AmiState::Gone {
+                    leftover: Vec::new(),
+                }),
+                Call::Failed(e, n) => Call::Failed(e, n),
+                Call::NotStarted => Call::NotStarted,
+            }
+        }
+        Call::Failed(e, n) => Call::Failed(e, n),
+        Call::NotStarted => Call::NotStarted,
+    }
 }
 
 /// Deregisters one AMI, then deletes its snapshots; entries: the AMI's, then its snapshots'.
@@ -176,67 +230,61 @@ async fn delete_ami<A: Amis>(
 ) -> Vec<ResourceEntry> {
     let (ami, snapshots) = match state {
         AmiState::Foreign(owner) => {
-            let mut e = ami_entry(task, ResourceStatus::SkippedForeignAccount).with_message(format!(
-                "owned by account {owner}, not the image's account {}: not touched",
-                task.account_id
-            ));
+            let mut e = ami_entry(task, ResourceStatus::SkippedForeignAccount).with_message(
+                format!(
+                    "owned by account {owner}, not the image's account {}: not touched",
+                    task.account_id
+                ),
+            );
             e.account_id = Some(owner);
             return vec![e];
         }
-        AmiState::Gone { leftover } => (
-            ami_entry(task, ResourceStatus::AlreadyDeleted),
-            leftover,
-        ),
-        AmiState::Present(d) if s.dry_run => (
-            ami_entry(task, ResourceStatus::WouldDelete),
-            d.snapshot_ids,
-        ),
+        AmiState::Gone { leftover } => (ami_entry(task, ResourceStatus::AlreadyDeleted), leftover),
+        AmiState::Present(d) if s.dry_run => {
+            (ami_entry(task, ResourceStatus::WouldDelete), d.snapshot_ids)
+        }
         AmiState::Present(d) => {
             let e = ami_entry(task, ResourceStatus::Deleted);
-            let e = if past(s.deadline) {
-                e.not_attempted(DEADLINE)
-            } else {
-                match retry(s, || amis.deregister_image(&task.region, &task.image_id)).await {
-                    (Ok(()), _) => e,
-                    (Err(err), _) if err.class == ErrorClass::NotFound => {
-                        ami_entry(task, ResourceStatus::AlreadyDeleted)
-                    }
-                    (Err(err), n) => failed(e, &err, n),
-                }
+            let e = match call(s, || amis.deregister_image(&task.region, &task.image_id)).await {
+                Call::Ok(()) => e,
+                Call::Gone => e.with_status(ResourceStatus::AlreadyDeleted),
+                Call::Failed(err, n) => failed(e, &err, n),
+                Call::NotStarted => e.not_attempted(DEADLINE),
             };
             (e, d.snapshot_ids)
         }
     };
-    let blocked = matches!(ami.status, ResourceStatus::Failed | ResourceStatus::NotAttempted);
+    let blocked = matches!(
+        ami.status,
+        ResourceStatus::Failed | ResourceStatus::NotAttempted
+    );
     let mut out = vec![ami];
     for snap in snapshots {
-        let e = snapshot_entry(task, &snap, ResourceStatus::Deleted);
+        let e = snapshot_entry(task, &snap);
         out.push(if s.dry_run {
-            snapshot_entry(task, &snap, ResourceStatus::WouldDelete)
+            e.with_status(ResourceStatus::WouldDelete)
         } else if blocked {
             e.not_attempted(
                 "not attempted: its AMI is still registered, and EC2 refuses to delete a snapshot its AMI uses",
             )
-        } else if past(s.deadline) {
-            e.not_attempted(DEADLINE)
         } else {
-            match retry(s, || amis.delete_snapshot(&task.region, &snap)).await {
-                (Ok(Removal::Removed), _) => e,
-                (Ok(Removal::InUse(why)), _) => {
-                    snapshot_entry(task, &snap, ResourceStatus::SkippedInUse).with_message(why)
+            match call(s, || amis.delete_snapshot(&task.region, &snap)).await {
+                Call::Ok(Removal::Removed) => e.with_status(ResourceStatus::Deleted),
+                Call::Ok(Removal::InUse(why)) => {
+                    e.with_status(ResourceStatus::SkippedInUse).with_message(why)
                 }
-                (Err(err), _) if err.class == ErrorClass::NotFound => {
-                    snapshot_entry(task, &snap, ResourceStatus::AlreadyDeleted)
-                }
-                (Err(err), n) => failed(e, &err, n),
+                Call::Gone => e.with_status(ResourceStatus::AlreadyDeleted),
+                Call::Failed(err, n) => failed(e, &err, n),
+                Call::NotStarted => e.not_attempted(DEADLINE),
             }
         });
     }
     out
 }
 
-/// BatchDeleteImage for one repository, 100 images per call; retryable per-image failures
-/// are retried (only those images) like whole-call failures.
+/// BatchDeleteImage for one repository, 100 images per call. The whole call goes through
+/// the engine's retry loop; an attempt that leaves some images failing retryably fails
+/// retryably itself, so the next attempt sends only those images.
 async fn delete_group<C: ContainerImages>(
     containers: &C,
     group: &ContainerGroup,
@@ -244,120 +292,81 @@ async fn delete_group<C: ContainerImages>(
 ) -> Vec<ResourceEntry> {
     let mut out: Vec<ResourceEntry> = Vec::with_capacity(group.images.len());
     for chunk in group.images.chunks(ECR_BATCH_LIMIT) {
-        let mut slots: Vec<Option<ResourceEntry>> = vec![None; chunk.len()];
         if s.dry_run {
-            for (slot, image) in slots.iter_mut().zip(chunk) {
-                *slot = Some(container_entry(group, &image.uri).with_status(ResourceStatus::WouldDelete));
-            }
-        } else {
-            let mut pending: Vec<usize> = (0..chunk.len()).collect();
-            let mut attempt = 0;
-            while !pending.is_empty() {
-                if past(s.deadline) {
-                    for &i in &pending {
-                        slots[i] = Some(container_entry(group, &chunk[i].uri).not_attempted(DEADLINE));
-                    }
-                    break;
-                }
-                attempt += 1;
-                let refs: Vec<_> = pending.iter().map(|&i| chunk[i].reference.clone()).collect();
-                let last = attempt >= s.retry.max_attempts;
-                let mut again = Vec::new();
-                let mut last_error = None;
-                match containers
-                    .batch_delete_image(&group.region, &group.registry_id, &group.repository, &refs)
-                    .await
-                {
-                    Ok(results) => {
-                        for (k, &i) in pending.iter().enumerate() {
-                            let e = container_entry(group, &chunk[i].uri);
-                            let result = results.get(k).cloned().unwrap_or_else(|| {
-                                Err(CallError::retryable(
-                                    "MissingResult",
-                                    "BatchDeleteImage returned no result for this image",
-                                ))
-                            });
-                            slots[i] = Some(match result {
-                                Ok(Removal::Removed) => e.with_status(ResourceStatus::Deleted),
-                                Ok(Removal::InUse(why)) => {
-                                    e.with_status(ResourceStatus::SkippedInUse).with_message(why)
-                                }
-                                Err(err) if err.class == ErrorClass::NotFound => {
-                                    e.with_status(ResourceStatus::AlreadyDeleted)
-                                }
-                                Err(err) if err.class == ErrorClass::Retryable && !last => {
-                                    again.push(i);
-                                    last_error = Some(err);
-                                    continue;
-                                }
-                                Err(err) => failed(e, &err, attempt),
-                            });
-                        }
-                    }
-                    // The repository is gone, and every image with it.
-                    Err(err) if err.class == ErrorClass::NotFound => {
-                        for &i in &pending {
-                            slots[i] = Some(
-                                container_entry(group, &chunk[i].uri)
-                                    .with_status(ResourceStatus::AlreadyDeleted),
-                            );
-                        }
-                    }
-                    Err(err) if err.class == ErrorClass::Retryable && !last => {
-                        again = pending.clone();
-                        last_error = Some(err);
-                    }
-                    Err(err) => {
-                        for &i in &pending {
-                            slots[i] = Some(failed(container_entry(group, &chunk[i].uri), &err, attempt));
-                        }
-                    }
-                }
-                pending = again;
-                if let Some(err) = last_error.filter(|_| !pending.is_empty()) {
-                    let delay = s.retry.delay(attempt);
-                    if s.deadline.is_some_and(|d| Instant::now() + delay >= d) {
-                        for &i in &pending {
-                            slots[i] = Some(failed(container_entry(group, &chunk[i].uri), &err, attempt));
-                        }
-                        break;
-                    }
-                    tokio::time::sleep(delay).await;
-                }
-            }
+            out.extend(chunk.iter().map(|image| {
+                container_entry(group, &image.uri).with_status(ResourceStatus::WouldDelete)
+            }));
+            continue;
         }
-        out.extend(slots.into_iter().map(|e| e.expect("every image got an entry")));
+        // Per image: its settled entry, or None while it still needs a (re)try.
+        let slots: Mutex<Vec<Option<ResourceEntry>>> = Mutex::new(vec![None; chunk.len()]);
+        let attempt = |n: u32| {
+            let pending: Vec<usize> = lock(&slots)
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.is_none())
+                .map(|(i, _)| i)
+                .collect();
+            let refs: Vec<ImageReference> =
+                pending.iter().map(|&i| chunk[i].reference.clone()).collect();
+            let slots = &slots;
+            async move {
+                let results = containers
+                    .batch_delete_image(&group.region, &group.registry_id, &group.repository, &refs)
+                    .await?;
+                let mut retry_error = None;
+                let mut slots = lock(slots);
+                for (k, &i) in pending.iter().enumerate() {
+                    let e = container_entry(group, &chunk[i].uri);
+                    let result = results.get(k).cloned().unwrap_or_else(|| {
+                        Err(CallError::retryable(
+                            "MissingResult",
+                            "BatchDeleteImage returned no result for this image",
+                        ))
+                    });
+                    slots[i] = match result {
+                        Ok(Removal::Removed) => Some(e.with_status(ResourceStatus::Deleted)),
+                        Ok(Removal::InUse(why)) => {
+                            Some(e.with_status(ResourceStatus::SkippedInUse).with_message(why))
+                        }
+                        Err(err) if err.class == ErrorClass::NotFound => {
+                            Some(e.with_status(ResourceStatus::AlreadyDeleted))
+                        }
+                        Err(err) if err.class == ErrorClass::Retryable => {
+                            retry_error.get_or_insert(err);
+                            None
+                        }
+                        Err(err) => Some(failed(e, &err, n)),
+                    };
+                }
+                retry_error.map_or(Ok(()), Err)
+            }
+        };
+        let mut n = 0;
+        let result = call(s, || {
+            n += 1;
+            attempt(n)
+        })
+        .await;
+        let slots = slots.into_inner().unwrap_or_else(|p| p.into_inner());
+        out.extend(chunk.iter().zip(slots).map(|(image, slot)| {
+            slot.unwrap_or_else(|| {
+                let e = container_entry(group, &image.uri);
+                match &result {
+                    // The repository is gone, and every image in it.
+                    Call::Gone => e.with_status(ResourceStatus::AlreadyDeleted),
+                    Call::Failed(err, n) => failed(e, err, *n),
+                    Call::NotStarted => e.not_attempted(DEADLINE),
+                    Call::Ok(()) => unreachable!("an Ok attempt settles every image"),
+                }
+            })
+        }));
     }
     out
 }
 
-const DEADLINE: &str = "not attempted: the Lambda deadline (minus DEADLINE_MARGIN_MS) was near";
-
-fn past(deadline: Option<Instant>) -> bool {
-    deadline.is_some_and(|d| Instant::now() >= d)
-}
-
-/// Calls `call` until it succeeds, fails other than retryably, `max_attempts` is reached, or
-/// the next backoff would end past the deadline. Returns the last result and the calls made.
-async fn retry<T, F, Fut>(s: &Settings<'_>, mut call: F) -> (Result<T, CallError>, u32)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, CallError>>,
-{
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match call().await {
-            Err(e) if e.class == ErrorClass::Retryable && attempt < s.retry.max_attempts => {
-                let delay = s.retry.delay(attempt);
-                if s.deadline.is_some_and(|d| Instant::now() + delay >= d) {
-                    return (Err(e), attempt);
-                }
-                tokio::time::sleep(delay).await;
-            }
-            other => return (other, attempt),
-        }
-    }
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn failed(e: ResourceEntry, err: &CallError, attempts: u32) -> ResourceEntry {
@@ -376,13 +385,13 @@ fn ami_entry(task: &AmiTask, status: ResourceStatus) -> ResourceEntry {
     )
 }
 
-fn snapshot_entry(task: &AmiTask, snapshot_id: &str, status: ResourceStatus) -> ResourceEntry {
+fn snapshot_entry(task: &AmiTask, snapshot_id: &str) -> ResourceEntry {
     let mut e = ResourceEntry::new(
         ResourceKind::Snapshot,
         snapshot_id,
         &task.region,
         Some(task.account_id.clone()),
-        status,
+        ResourceStatus::NotAttempted,
     );
     e.ami_id = Some(task.image_id.clone());
     e

@@ -1,0 +1,178 @@
+//! ECR adapter ([`ContainerImages`] over the SDK): BatchDeleteImage. Feature
+//! `output-resources`.
+//!
+//! One client per region (the registry's, from the image URI), built lazily and cached.
+//! Whole-call errors are classified by the shared [`classify`] with this operation's
+//! modelled errors ([`ModelledClass`]); per-image failures by their [`ImageFailureCode`],
+//! here, once ([`failure_class`]).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use aws_config::{Region, SdkConfig};
+use aws_sdk_ecr::operation::batch_delete_image::BatchDeleteImageError;
+use aws_sdk_ecr::types::{ImageFailure, ImageFailureCode, ImageIdentifier};
+use aws_sdk_ecr::Client;
+
+use super::classify::{classify, ModelledClass};
+use crate::output_resources::uri::ImageReference;
+use crate::ports::{CallError, ContainerImages, ErrorClass, Removal};
+
+impl ModelledClass for BatchDeleteImageError {
+    fn modelled_class(&self) -> Option<ErrorClass> {
+        use BatchDeleteImageError as E;
+        match self {
+            // The repository is gone, and every image that was in it.
+            E::RepositoryNotFoundException(_) => Some(ErrorClass::NotFound),
+            E::ServerException(_) => Some(ErrorClass::Retryable),
+            E::InvalidParameterException(_) => Some(ErrorClass::Permanent),
+            // Throttling (ThrottlingException), 5xx, access denied: the shared rules.
+            _ => None,
+        }
+    }
+}
+
+/// What one per-image failure of BatchDeleteImage means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// `ImageNotFound`: already gone.
+    Gone,
+    /// `ImageReferencedByManifestList`: still used; skipped with its reason.
+    InUse,
+    Error(ErrorClass),
+}
+
+/// The one classification of per-image failure codes.
+pub fn failure_class(code: Option<&ImageFailureCode>) -> FailureClass {
+    use ImageFailureCode as C;
+    match code {
+        Some(C::ImageNotFound) => FailureClass::Gone,
+        Some(C::ImageReferencedByManifestList) => FailureClass::InUse,
+        Some(C::KmsError | C::UpstreamTooManyRequests | C::UpstreamUnavailable) => {
+            FailureClass::Error(ErrorClass::Retryable)
+        }
+        // Bad tag/digest, access denied upstream, unknown future codes: retrying cannot help.
+        _ => FailureClass::Error(ErrorClass::Permanent),
+    }
+}
+
+/// [`ContainerImages`] backed by the AWS SDK.
+#[derive(Debug)]
+pub struct Ecr {
+    base: SdkConfig,
+    clients: Mutex<HashMap<String, Client>>,
+}
+
+impl Ecr {
+    /// No client is built until the first call for a region.
+    pub fn new(base: &SdkConfig) -> Self {
+        Ecr {
+            base: base.clone(),
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The cached client for `region` (endpoint from `AWS_ENDPOINT_URL_ECR` /
+    /// `AWS_ENDPOINT_URL` through the shared configuration).
+    pub fn client(&self, region: &str) -> Client {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        clients
+            .entry(region.to_string())
+            .or_insert_with(|| {
+                let conf = aws_sdk_ecr::config::Builder::from(&self.base)
+                    .region(Region::new(region.to_string()))
+                    .build();
+                Client::from_conf(conf)
+            })
+            .clone()
+    }
+}
+
+fn identifier(r: &ImageReference) -> ImageIdentifier {
+    match r {
+        ImageReference::Tag(t) => ImageIdentifier::builder().image_tag(t).build(),
+        ImageReference::Digest(d) => ImageIdentifier::builder().image_digest(d).build(),
+    }
+}
+
+/// Whether a failure is about this image (ECR echoes the identifier as it was sent).
+fn names(failure: &ImageFailure, r: &ImageReference) -> bool {
+    let Some(id) = failure.image_id() else {
+        return false;
+    };
+    match r {
+        ImageReference::Tag(t) => id.image_tag() == Some(t.as_str()),
+        ImageReference::Digest(d) => id.image_digest() == Some(d.as_str()),
+    }
+}
+
+impl ContainerImages for Ecr {
+    async fn batch_delete_image(
+        &self,
+        region: &str,
+        registry_id: &str,
+        repository: &str,
+        images: &[ImageReference],
+    ) -> Result<Vec<Result<Removal, CallError>>, CallError> {
+        let out = self
+            .client(region)
+            .batch_delete_image()
+            .registry_id(registry_id)
+            .repository_name(repository)
+            .set_image_ids(Some(images.iter().map(identifier).collect()))
+            .send()
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(images
+            .iter()
+            .map(|r| {
+                let Some(f) = out.failures().iter().find(|f| names(f, r)) else {
+                    return Ok(Removal::Removed);
+                };
+                let code = f
+                    .failure_code()
+                    .map_or("Unknown".to_string(), |c| c.as_str().to_string());
+                let reason = f.failure_reason().unwrap_or("").to_string();
+                match failure_class(f.failure_code()) {
+                    FailureClass::Gone => Err(CallError::not_found(code, reason)),
+                    FailureClass::InUse => Ok(Removal::InUse(format!("{code}: {reason}"))),
+                    FailureClass::Error(class) => Err(CallError::new(class, code, reason)),
+                }
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_image_failure_codes_are_classified_once() {
+        use ImageFailureCode as C;
+        assert_eq!(failure_class(Some(&C::ImageNotFound)), FailureClass::Gone);
+        assert_eq!(
+            failure_class(Some(&C::ImageReferencedByManifestList)),
+            FailureClass::InUse
+        );
+        assert_eq!(
+            failure_class(Some(&C::UpstreamTooManyRequests)),
+            FailureClass::Error(ErrorClass::Retryable)
+        );
+        assert_eq!(
+            failure_class(Some(&C::InvalidImageTag)),
+            FailureClass::Error(ErrorClass::Permanent)
+        );
+        assert_eq!(failure_class(None), FailureClass::Error(ErrorClass::Permanent));
+    }
+
+    #[test]
+    fn failures_are_matched_to_the_image_by_tag_or_digest() {
+        let f = ImageFailure::builder()
+            .image_id(ImageIdentifier::builder().image_tag("1.0").build())
+            .build();
+        assert!(names(&f, &ImageReference::Tag("1.0".into())));
+        assert!(!names(&f, &ImageReference::Tag("2.0".into())));
+        assert!(!names(&f, &ImageReference::Digest("sha256:00".into())));
+    }
+}
