@@ -59,9 +59,22 @@ impl<I: Images, D: DeadLetterSink> Handler<I, D> {
         event: &Value,
         invocation: &Invocation,
     ) -> Result<Report, ReaperError> {
-        let decoded = event::decode(event).inspect_err(|e| {
-            tracing::error!(errorType = "InvalidEvent", error = %e, "invocation rejected");
-        })?;
+        self.handle_detailed(event, invocation).await.result
+    }
+
+    /// [`Handler::handle`], also returning what the engine did (every record, even when the
+    /// invocation fails), for tests and tools that audit where each item went.
+    pub async fn handle_detailed(&self, event: &Value, invocation: &Invocation) -> Handled {
+        let decoded = match event::decode(event) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(errorType = "InvalidEvent", error = %e, "invocation rejected");
+                return Handled {
+                    execution: None,
+                    result: Err(e.into()),
+                };
+            }
+        };
         let engine = Engine {
             config: &self.config,
             images: &self.images,
@@ -79,21 +92,32 @@ impl<I: Images, D: DeadLetterSink> Handler<I, D> {
         );
 
         let sqs = matches!(exec.kind, InvocationKind::Sqs { .. });
-        if !sqs && !exec.not_dead_lettered.is_empty() {
+        let result = if !sqs && !exec.not_dead_lettered.is_empty() {
             let err = dead_letter_queue_unavailable(&exec);
             tracing::error!(errorType = "DeadLetterQueueUnavailable", error = %err, "invocation failed");
-            return Err(err);
+            Err(err)
+        } else {
+            let report = Report::new(
+                &exec.records,
+                exec.dry_run,
+                sqs.then(|| exec.handed_back.clone()),
+            );
+            tracing::info!(summary = ?report.summary, "invocation done");
+            Ok(report)
+        };
+        Handled {
+            execution: Some(exec),
+            result,
         }
-        let Execution {
-            records,
-            dry_run,
-            handed_back,
-            ..
-        } = exec;
-        let report = Report::new(&records, dry_run, sqs.then_some(handed_back));
-        tracing::info!(summary = ?report.summary, "invocation done");
-        Ok(report)
     }
+}
+
+/// The result of [`Handler::handle_detailed`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Handled {
+    /// `None` only when the event could not be decoded.
+    pub execution: Option<Execution>,
+    pub result: Result<Report, ReaperError>,
 }
 
 /// One log line per ARN (or rejected item) outcome, with the SPEC §7 fields.
