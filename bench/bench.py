@@ -112,6 +112,8 @@ def base_env(home: str) -> dict[str, str]:
         "AWS_LAMBDA_FUNCTION_NAME": FUNCTION_NAME,
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
         "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/" + FUNCTION_NAME,
+        "AWS_LAMBDA_LOG_STREAM_NAME": "2026/01/01/[$LATEST]bench",
         "AWS_REGION": REGION,
         "AWS_DEFAULT_REGION": REGION,
         "AWS_ACCESS_KEY_ID": "test",
@@ -121,6 +123,11 @@ def base_env(home: str) -> dict[str, str]:
         if os.environ.get("BENCH_" + k):
             env[k] = os.environ["BENCH_" + k]
     return env
+
+
+def env_list(spec: str) -> dict[str, str]:
+    """`K=V,K2=V2` (BENCH_REAPER_ENV): extra environment for the reaper, for experiments."""
+    return dict(kv.split("=", 1) for kv in spec.split(",") if "=" in kv)
 
 
 def arns(n: int, tag: str) -> list[str]:
@@ -221,13 +228,42 @@ def attempts_from_report(report: dict) -> list[int]:
 # --- measurements --------------------------------------------------------------------------
 
 
-def measure_init(fn: Function, endpoint: str, starts: int, log_path: str):
-    inits, idles = [], []
+def measure_init(fns: list[Function], endpoint: str, starts: int, log_path: str):
+    """Cold starts of each function, interleaved (so that load from other work on the machine
+    hits every variant alike). Per function: lists of init wall s, init CPU s, idle VmHWM KiB."""
+    out = {fn.name: ([], [], []) for fn in fns}
     for _ in range(starts):
-        with Run(fn, endpoint, {}, log_path) as run:
-            inits.append(run.api.wait_ready())
-            idles.append(run.api.status().get("VmHWM", 0))
-    return inits, idles
+        for fn in fns:
+            with Run(fn, endpoint, {}, log_path) as run:
+                wall = run.api.wait_ready()
+                cpu = run.api.cpu_seconds()
+                hwm = run.api.status().get("VmHWM", 0)
+            out[fn.name][0].append(wall)
+            out[fn.name][1].append(cpu)
+            out[fn.name][2].append(hwm)
+    return out
+
+
+def cert_variants(workdir: str) -> list[tuple[str, dict[str, str]]]:
+    """Environment variants that change what rustls-native-certs reads at init."""
+    out = []
+    bundle = next((p for p in ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
+                   if os.path.exists(p)), None)
+    if bundle:
+        out.append(("SSL_CERT_FILE=%s (system bundle only, no directory scan)" % bundle,
+                    {"SSL_CERT_FILE": bundle, "SSL_CERT_DIR": os.path.join(workdir, "empty-cert-dir")}))
+        os.makedirs(os.path.join(workdir, "empty-cert-dir"), exist_ok=True)
+    names = ["Amazon_Root_CA_%d.pem" % i for i in range(1, 5)] + [
+        "Starfield_Services_Root_Certificate_Authority_-_G2.pem"]
+    pems = [os.path.join("/etc/ssl/certs", n) for n in names]
+    if all(os.path.exists(p) for p in pems):
+        path = os.path.join(workdir, "amazon-roots.pem")
+        with open(path, "w") as f:
+            for p in pems:
+                f.write(open(p).read())
+        out.append(("SSL_CERT_FILE=5 Amazon Trust Services roots (what embedding them would cost)",
+                    {"SSL_CERT_FILE": path, "SSL_CERT_DIR": os.path.join(workdir, "empty-cert-dir")}))
+    return out
 
 
 def file_size(path: str):
@@ -308,7 +344,7 @@ def main():
 
     emu_argv = args.emulator.split()
     L = 0.020
-    reaper = Function("imagebuilder-reaper", [args.reaper], base_env(home))
+    reaper = Function("imagebuilder-reaper", [args.reaper], {**base_env(home), **env_list(os.environ.get("BENCH_REAPER_ENV", ""))})
     boto3_fn = Function("boto3 loop", [args.python, os.path.join(ROOT, "bench", "python_runtime.py"),
                                        "boto3_function.handler"], base_env(home))
     run_id = datetime.datetime.now().strftime("%H%M%S")
@@ -385,26 +421,44 @@ def main():
 
     # 3. init time (+ idle memory)
     if want("init"):
+        # Where the init time goes: the SDK's HTTP client loads the native root certificates
+        # while the config is built (validate_base_client_config). rustls-native-certs reads
+        # SSL_CERT_FILE / SSL_CERT_DIR when set, so the cost of the system store can be measured
+        # from outside: the bundle alone (no per-file directory scan), then just the Amazon roots.
+        variants = []
+        if os.environ.get("BENCH_INIT_VARIANTS", "1") != "0":
+            variants = [Function("reaper, " + label, reaper.argv, {**reaper.env, **extra})
+                        for label, extra in cert_variants(args.workdir)]
         emu = emulator()
         try:
-            inits, idles = measure_init(reaper, emu.endpoint, args.init_starts, flog)
-            progress("reaper init: " + ", ".join("%.1f" % (x * 1000) for x in inits) + " ms")
-            py_inits, py_idles = measure_init(boto3_fn, emu.endpoint, max(10, args.init_starts // 1), flog) \
-                if True else ([], [])
-            progress("boto3 init: " + ", ".join("%.0f" % (x * 1000) for x in py_inits) + " ms")
+            res = measure_init([reaper] + variants, emu.endpoint, args.init_starts, flog)
+            py = measure_init([boto3_fn], emu.endpoint, max(10, args.init_starts // 2), flog)[boto3_fn.name]
         finally:
             emu.stop()
-        mi, mp = statistics.median(inits), statistics.median(py_inits)
+        inits, cpus, idles = res[reaper.name]
+        progress("reaper init: " + ", ".join("%.1f" % (x * 1000) for x in inits) + " ms")
+        progress("boto3 init: " + ", ".join("%.0f" % (x * 1000) for x in py[0]) + " ms")
+        mi, mp = statistics.median(inits), statistics.median(py[0])
         R["init"], R["py_init"] = mi, mp
         rows.append(("Init: process start → first GET /next, reaper",
-                     "%s median of %d (min %s, max %s)" % (fmt_s(mi), len(inits), fmt_s(min(inits)), fmt_s(max(inits))),
+                     "%s median of %d (min %s, max %s); CPU time %s" % (
+                         fmt_s(mi), len(inits), fmt_s(min(inits)), fmt_s(max(inits)), fmt_s(statistics.median(cpus))),
                      "≤ 10 ms", verdict(mi <= 0.010)))
         rows.append(("Init: same, boto3 (import boto3 + client at module level)",
-                     "%s median of %d (min %s, max %s); reaper is %.0f× faster" % (
-                         fmt_s(mp), len(py_inits), fmt_s(min(py_inits)), fmt_s(max(py_inits)), mp / mi),
+                     "%s median of %d (min %s, max %s); CPU time %s; reaper is %.0f× faster" % (
+                         fmt_s(mp), len(py[0]), fmt_s(min(py[0])), fmt_s(max(py[0])),
+                         fmt_s(statistics.median(py[1])), mp / mi),
                      "reaper ≥ 30× faster", verdict(mp / mi >= 30)))
+        for fn in variants:
+            v, c, _ = res[fn.name]
+            progress("%s init: %s ms" % (fn.name, ", ".join("%.1f" % (x * 1000) for x in v)))
+            rows.append(("Init, " + fn.name,
+                         "%s median (%+.1f ms vs default); CPU time %s (%+.1f ms)" % (
+                             fmt_s(statistics.median(v)), (statistics.median(v) - mi) * 1000,
+                             fmt_s(statistics.median(c)), (statistics.median(c) - statistics.median(cpus)) * 1000),
+                         "(diagnostic)", "—"))
         rows.append(("Idle RSS (VmHWM at first GET /next)",
-                     "reaper %s; boto3 %s" % (fmt_mb(statistics.median(idles)), fmt_mb(statistics.median(py_idles))),
+                     "reaper %s; boto3 %s" % (fmt_mb(statistics.median(idles)), fmt_mb(statistics.median(py[2]))),
                      "", "—"))
         if "boto3_hwm_kib" in R:
             rows.append(("Peak RSS, boto3 loop after N=1000", fmt_mb(R["boto3_hwm_kib"]), "", "—"))

@@ -188,6 +188,19 @@ class RuntimeApi:
                     out[key] = int(val.split()[0])
         return out
 
+    def cpu_seconds(self) -> float:
+        """On-CPU time of all the process's threads so far (schedstat, ns resolution): unlike
+        the wall-clock init time, it hardly moves when other work competes for the cores."""
+        total = 0
+        task_dir = "/proc/%d/task" % self.proc.pid
+        for tid in os.listdir(task_dir):
+            try:
+                with open("%s/%s/schedstat" % (task_dir, tid)) as f:
+                    total += int(f.read().split()[0])
+            except OSError:
+                pass
+        return total / 1e9
+
     def stop(self) -> None:
         self.closing = True
         if self.proc is not None and self.proc.poll() is None:

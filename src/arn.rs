@@ -704,6 +704,25 @@ mod tests {
     }
 
     #[test]
+    fn ten_thousand_arns_parse_quickly() {
+        // GIVEN 10,000 distinct build version ARNs (the per-invocation ceiling we plan for)
+        let arns: Vec<String> = (0..10_000)
+            .map(|i| {
+                format!("arn:aws:imagebuilder:us-east-1:123456789012:image/web-server/1.{i}.0/{i}")
+            })
+            .collect();
+        // WHEN all are validated
+        let start = std::time::Instant::now();
+        let ok = arns
+            .iter()
+            .filter(|a| validate(a, &guards()).is_ok())
+            .count();
+        // THEN all pass, well within a millisecond budget per thousand even unoptimised
+        assert_eq!(ok, 10_000);
+        assert!(start.elapsed().as_millis() < 500, "{:?}", start.elapsed());
+    }
+
+    #[test]
     fn partitions_of_regions() {
         assert_eq!(partition_of_region("us-east-1"), "aws");
         assert_eq!(partition_of_region("eu-central-2"), "aws");

@@ -16,6 +16,9 @@ use crate::engine::{with_retries, Attempted, RetryPolicy, Window};
 use crate::outcome::Subject;
 use crate::ports::{CallError, DeadLetterMessage, DeadLetterSink, ErrorClass};
 
+/// Whether each entry was sent, in entry order.
+type SendResults = Vec<Result<(), CallError>>;
+
 /// SQS: at most 10 entries per SendMessageBatch.
 pub const MAX_BATCH_ENTRIES: usize = 10;
 /// SQS: at most 256 KiB of payload per SendMessageBatch (and per message).
@@ -147,16 +150,15 @@ pub async fn send_all<D: DeadLetterSink>(
         .iter()
         .map(|_| Err(CallError::retryable("NotSent", "not sent")))
         .collect();
-    let per_batch: Vec<(Range<usize>, Vec<Result<(), CallError>>)> =
-        futures::stream::iter(batches(messages))
-            .map(|range| async move {
-                let batch = &messages[range.clone()];
-                let first = send_one_batch(sink, batch, policy, window).await;
-                (range, first)
-            })
-            .buffer_unordered(concurrency.max(1))
-            .collect()
-            .await;
+    let per_batch: Vec<(Range<usize>, SendResults)> = futures::stream::iter(batches(messages))
+        .map(|range| async move {
+            let batch = &messages[range.clone()];
+            let first = send_one_batch(sink, batch, policy, window).await;
+            (range, first)
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
     for (range, batch_results) in per_batch {
         for (slot, r) in results[range].iter_mut().zip(batch_results) {
             *slot = r;

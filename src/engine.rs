@@ -378,8 +378,8 @@ impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Engine<'_, I, D,
         let cfg = self.config;
         let base_dry_run = cfg.dry_run || decoded.options.dry_run;
         // The report's `dryRun`: the whole invocation was a dry run.
-        let dry_run = base_dry_run
-            || (!decoded.units.is_empty() && decoded.units.iter().all(|u| u.dry_run));
+        let dry_run =
+            base_dry_run || (!decoded.units.is_empty() && decoded.units.iter().all(|u| u.dry_run));
         let guards = cfg.guards(&inv.invoked_function_arn);
         let plan = plan(decoded, &guards, base_dry_run, &inv.request_id);
         let deadlines = Deadlines::new(inv.deadline, cfg.deadline_margin);
@@ -446,12 +446,16 @@ impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Engine<'_, I, D,
                 outcomes[t] = Some(record);
             }
 
-            // Route each item of the wave; collect what goes to the DLQ.
+            // Route each item of the wave; collect what goes to the DLQ. A unit with any item
+            // that must be handed back is handed back whole, and none of its items is
+            // dead-lettered: the redelivered unit brings them back, so each item still ends
+            // in exactly one place (no DLQ duplicate per redelivery).
             enum Ref {
                 Task(usize),
                 Rejected(usize),
             }
             let failed_at = SystemTime::now();
+            let dlq_configured = self.dead_letters.is_some();
             let mut messages = Vec::new();
             let mut owners: Vec<(usize, Ref)> = Vec::new(); // (unit, item) per message
             let mut pending: Vec<(usize, Ref, Destination)> = Vec::new();
@@ -461,11 +465,24 @@ impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Engine<'_, I, D,
                     kind: unit.kind,
                     id: &unit.id,
                 };
-                for &t in &unit.tasks {
+                let task_dest = |t: usize| {
                     let rec = outcomes[t].as_ref().expect("executed above");
                     let need = rec.status.need(rec.retryable.unwrap_or(false));
-                    let dest = destination(decoded.kind, need, self.dead_letters.is_some());
+                    destination(decoded.kind, need, dlq_configured)
+                };
+                let rejected_dest = destination(decoded.kind, Need::DeadLetter, dlq_configured);
+                let hand_back_whole = unit
+                    .tasks
+                    .iter()
+                    .any(|&t| task_dest(t) == Destination::HandBack)
+                    || (!unit.rejected.is_empty() && rejected_dest == Destination::HandBack);
+                for &t in &unit.tasks {
+                    let dest = match task_dest(t) {
+                        Destination::DeadLetter if hand_back_whole => Destination::HandBack,
+                        d => d,
+                    };
                     if dest == Destination::DeadLetter {
+                        let rec = outcomes[t].as_ref().expect("executed above");
                         messages.push(deadletter::message(
                             format!("m{}", messages.len()),
                             failure_of(rec, source),
@@ -478,26 +495,24 @@ impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Engine<'_, I, D,
                 }
                 for &r in &unit.rejected {
                     let rej = &plan.rejected[r];
-                    let dest =
-                        destination(decoded.kind, Need::DeadLetter, self.dead_letters.is_some());
-                    if dest == Destination::DeadLetter {
-                        let subject = Subject::Input(rej.input.clone());
-                        messages.push(deadletter::message(
-                            format!("m{}", messages.len()),
-                            Failure {
-                                subject: &subject,
-                                error_code: rej.rejection.code.as_str(),
-                                message: &rej.rejection.message,
-                                retryable: false,
-                                attempts: 0,
-                                source,
-                            },
-                            failed_at,
-                        ));
-                        owners.push((u, Ref::Rejected(r)));
-                    } else {
-                        pending.push((u, Ref::Rejected(r), dest));
+                    if hand_back_whole {
+                        pending.push((u, Ref::Rejected(r), Destination::HandBack));
+                        continue;
                     }
+                    let subject = Subject::Input(rej.input.clone());
+                    messages.push(deadletter::message(
+                        format!("m{}", messages.len()),
+                        Failure {
+                            subject: &subject,
+                            error_code: rej.rejection.code.as_str(),
+                            message: &rej.rejection.message,
+                            retryable: false,
+                            attempts: 0,
+                            source,
+                        },
+                        failed_at,
+                    ));
+                    owners.push((u, Ref::Rejected(r)));
                 }
             }
             let sent = match self.dead_letters {

@@ -79,22 +79,39 @@ impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Handler<I, D, A,
         event: &Value,
         invocation: &Invocation,
     ) -> Result<Report, ReaperError> {
-        let decoded = event::decode(event).inspect_err(|e| {
-            tracing::error!(errorType = "InvalidEvent", error = %e, "invocation rejected");
-        })?;
+        self.handle_detailed(event, invocation).await.result
+    }
+
+    /// [`Handler::handle`], also returning what the engine did (every record, even when the
+    /// invocation fails), for tests and tools that audit where each item went.
+    pub async fn handle_detailed(&self, event: &Value, invocation: &Invocation) -> Handled {
+        let decoded = match event::decode(event) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(errorType = "InvalidEvent", error = %e, "invocation rejected");
+                return Handled {
+                    execution: None,
+                    result: Err(e.into()),
+                };
+            }
+        };
         // A bad per-invocation value fails the whole invocation, naming the field.
         let output_mode = match &decoded.options.delete_output_resources {
             None => self.config.delete_output_resources,
-            Some(v) => config::parse_output_resources("deleteOutputResources", v)
-                .map_err(|e| {
-                    ReaperError::InvalidEvent(format!(
+            Some(v) => match config::parse_output_resources("deleteOutputResources", v) {
+                Ok(mode) => mode,
+                Err(e) => {
+                    let e = ReaperError::InvalidEvent(format!(
                         "\"deleteOutputResources\": {v:?} is not valid; expected {}",
                         e.expected
-                    ))
-                })
-                .inspect_err(|e| {
+                    ));
                     tracing::error!(errorType = "InvalidEvent", error = %e, "invocation rejected");
-                })?,
+                    return Handled {
+                        execution: None,
+                        result: Err(e),
+                    };
+                }
+            },
         };
         let engine = Engine {
             config: &self.config,
@@ -115,21 +132,32 @@ impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Handler<I, D, A,
         );
 
         let sqs = matches!(exec.kind, InvocationKind::Sqs { .. });
-        if !sqs && !exec.not_dead_lettered.is_empty() {
+        let result = if !sqs && !exec.not_dead_lettered.is_empty() {
             let err = dead_letter_queue_unavailable(&exec);
             tracing::error!(errorType = "DeadLetterQueueUnavailable", error = %err, "invocation failed");
-            return Err(err);
+            Err(err)
+        } else {
+            let report = Report::new(
+                &exec.records,
+                exec.dry_run,
+                sqs.then(|| exec.handed_back.clone()),
+            );
+            tracing::info!(summary = ?report.summary, "invocation done");
+            Ok(report)
+        };
+        Handled {
+            execution: Some(exec),
+            result,
         }
-        let Execution {
-            records,
-            dry_run,
-            handed_back,
-            ..
-        } = exec;
-        let report = Report::new(&records, dry_run, sqs.then_some(handed_back));
-        tracing::info!(summary = ?report.summary, "invocation done");
-        Ok(report)
     }
+}
+
+/// The result of [`Handler::handle_detailed`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Handled {
+    /// `None` only when the event could not be decoded.
+    pub execution: Option<Execution>,
+    pub result: Result<Report, ReaperError>,
 }
 
 /// One log line per ARN (or rejected item) outcome, with the SPEC §7 fields.

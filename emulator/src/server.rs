@@ -523,6 +523,26 @@ async fn control(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
             }
             Err(e) => bad_request(format!("expected a Faults object: {e}")),
         },
+        (&Method::PATCH, "/_emulator/faults") => {
+            // Merge: only the fields present change (POST replaces the whole settings).
+            let mut current = json!(emu.faults());
+            match serde_json::from_slice::<Value>(&body) {
+                Ok(Value::Object(patch)) => {
+                    for (k, v) in patch {
+                        current[k] = v;
+                    }
+                    match serde_json::from_value::<Faults>(current) {
+                        Ok(f) => {
+                            emu.set_faults(f);
+                            ok(json!(emu.faults()))
+                        }
+                        Err(e) => bad_request(format!("invalid Faults field: {e}")),
+                    }
+                }
+                Ok(_) => bad_request("expected a JSON object of Faults fields"),
+                Err(e) => bad_request(format!("expected a JSON object of Faults fields: {e}")),
+            }
+        }
         (&Method::POST, "/_emulator/script") => {
             let req: ScriptRequest = match serde_json::from_slice(&body) {
                 Ok(r) => r,

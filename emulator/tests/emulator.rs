@@ -572,6 +572,17 @@ async fn control_api_seeds_scripts_configures_and_reports() {
     assert_eq!(c.delete_image(&arn(2)).await.status, 429);
     assert_eq!(emu.faults().latency_ms, 1);
 
+    // AND PATCH changes only the fields it names
+    let f = c
+        .control("PATCH", "/_emulator/faults", r#"{"throttleRate": 0}"#)
+        .await
+        .json();
+    assert_eq!(
+        (f["throttleRate"].as_f64(), f["latencyMs"].as_u64()),
+        (Some(0.0), Some(1))
+    );
+    assert_eq!(c.delete_image(&arn(2)).await.status, 200);
+
     // AND reset-stats empties the log
     c.control("POST", "/_emulator/reset-stats", "").await;
     assert!(emu.calls().is_empty());
