@@ -341,6 +341,7 @@ def main():
     ap.add_argument("--emulator", required=True, help="ib-emulator binary (or a command, space separated)")
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--arm64-artifact", default="")
+    ap.add_argument("--floor", default="", help="bench/floor.rs built (init calibration)")
     ap.add_argument("--repeat", type=int, default=int(os.environ.get("BENCH_REPEAT", "5")))
     ap.add_argument("--init-starts", type=int, default=int(os.environ.get("BENCH_INIT_STARTS", "15")))
     ap.add_argument("--boto3-repeat", type=int, default=int(os.environ.get("BENCH_BOTO3_REPEAT", "1")))
@@ -458,7 +459,8 @@ def main():
                         for label, extra in cert_variants(args.workdir)]
         emu = emulator()
         try:
-            res = measure_init([reaper] + variants, emu.endpoint, args.init_starts, flog)
+            floor = [Function("floor", [args.floor], reaper.env)] if args.floor else []
+            res = measure_init([reaper] + variants + floor, emu.endpoint, args.init_starts, flog)
             py = measure_init([boto3_fn], emu.endpoint, max(10, args.init_starts // 2), flog)[boto3_fn.name]
         finally:
             emu.stop()
@@ -472,10 +474,16 @@ def main():
                          fmt_s(mi), len(inits), fmt_s(min(inits)), fmt_s(max(inits)), fmt_s(statistics.median(cpus))),
                      "≤ 10 ms", verdict(mi <= 0.010)))
         rows.append(("Init: same, boto3 (import boto3 + client at module level)",
-                     "%s median of %d (min %s, max %s); CPU time %s; reaper is %.0f× faster" % (
+                     "%s median of %d (min %s, max %s); CPU time %s; reaper is %.0f× faster (%.0f× in CPU time)" % (
                          fmt_s(mp), len(py[0]), fmt_s(min(py[0])), fmt_s(max(py[0])),
-                         fmt_s(statistics.median(py[1])), mp / mi),
+                         fmt_s(statistics.median(py[1])), mp / mi, statistics.median(py[1]) / statistics.median(cpus)),
                      "reaper ≥ 30× faster", verdict(mp / mi >= 30)))
+        if floor:
+            v, c, _ = res["floor"]
+            rows.insert(len(rows) - 1, ("Init floor: process spawn + one GET /next (bench/floor.rs, std only)",
+                                        "%s median; CPU time %s — the part of every init figure that is the harness and exec" % (
+                                            fmt_s(statistics.median(v)), fmt_s(statistics.median(c))),
+                                        "(calibration)", "—"))
         for fn in variants:
             v, c, _ = res[fn.name]
             progress("%s init: %s ms" % (fn.name, ", ".join("%.1f" % (x * 1000) for x in v)))
