@@ -28,17 +28,17 @@ impl CargoLambda {
         let mut last = String::new();
         for _ in 0..3 {
             let port = free_port();
-            let mut cmd = Command::new(&bin);
-            cmd.current_dir(repo_root()).args([
+            let port_arg = port.to_string();
+            let args = [
                 "lambda",
                 "watch",
                 "--only-lambda-apis",
                 "--invoke-address",
                 "127.0.0.1",
                 "-P",
-                &port.to_string(),
-            ]);
-            let mut proc = Proc::spawn("cargo-lambda", cmd);
+                &port_arg,
+            ];
+            let mut proc = Proc::spawn_with_lifeline("cargo-lambda", &bin, &args);
             if wait_port(port, Duration::from_secs(30)) && proc.is_running() {
                 return CargoLambda { port, proc };
             }
