@@ -188,8 +188,23 @@ impl Invocation {
         Invocation {
             request_id: ctx.request_id.clone(),
             invoked_function_arn: ctx.invoked_function_arn.clone(),
-            deadline: Instant::now() + Duration::from_millis(ctx.deadline.saturating_sub(now_ms)),
+            deadline: Instant::now() + remaining_until(ctx.deadline, now_ms),
         }
+    }
+}
+
+/// Deadlines below this (2001-09-09 in epoch ms) cannot be wall-clock times.
+const EPOCH_MS_FLOOR: u64 = 1_000_000_000_000;
+
+/// Time left before `deadline_ms`. Lambda sends Unix epoch milliseconds; some local
+/// runtimes (cargo-lambda 1.9 sends `600000`) send the *remaining* milliseconds instead.
+/// Read literally such a value lies in 1970 and nothing would ever be attempted, so a value
+/// too small to be a wall-clock time is taken as a duration.
+pub fn remaining_until(deadline_ms: u64, now_ms: u64) -> Duration {
+    if deadline_ms < EPOCH_MS_FLOOR {
+        Duration::from_millis(deadline_ms)
+    } else {
+        Duration::from_millis(deadline_ms.saturating_sub(now_ms))
     }
 }
 
@@ -880,6 +895,25 @@ fn failure_of<'a>(rec: &'a ResultRecord, source: SourceRef<'a>) -> Failure<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deadline_in_epoch_ms_is_measured_from_now() {
+        // GIVEN Lambda's wall-clock deadline 90 s after "now"
+        let now = 1_790_000_000_000;
+        // THEN 90 s remain; a deadline already passed leaves nothing
+        assert_eq!(remaining_until(now + 90_000, now), Duration::from_secs(90));
+        assert_eq!(remaining_until(now - 5, now), Duration::ZERO);
+    }
+
+    #[test]
+    fn deadline_too_small_for_a_wall_clock_is_a_duration() {
+        // GIVEN cargo-lambda's relative "600000" (10 minutes) WHEN read at any time
+        // THEN it means 10 minutes from now, not a date in 1970
+        assert_eq!(
+            remaining_until(600_000, 1_790_000_000_000),
+            Duration::from_secs(600)
+        );
+    }
 
     #[test]
     fn backoff_is_full_jitter_exponential_and_capped() {

@@ -20,6 +20,8 @@ use crate::ports::{Amis, ContainerImages, DeadLetterSink, Images};
 
 /// How many not-dead-lettered items the `DeadLetterQueueUnavailable` message lists by name.
 const LISTED_IN_ERROR: usize = 20;
+/// Longest rejected input written to a log line.
+const LOGGED_INPUT_CHARS: usize = 1024;
 
 /// The function: configuration and ports, built once and reused by every invocation.
 #[derive(Debug)]
@@ -163,10 +165,12 @@ pub struct Handled {
 /// One log line per ARN (or rejected item) outcome, with the SPEC §7 fields.
 fn log_outcomes(records: &[ResultRecord]) {
     for r in records {
+        // A rejected input can be a whole 256 KiB SQS body: the log gets a preview (the DLQ
+        // message carries it in full).
         let arn = match &r.subject {
             Subject::Arn(a) => a.clone(),
-            Subject::Input(Value::String(s)) => s.clone(),
-            Subject::Input(v) => v.to_string(),
+            Subject::Input(Value::String(s)) => shorten(s, LOGGED_INPUT_CHARS),
+            Subject::Input(v) => shorten(&v.to_string(), LOGGED_INPUT_CHARS),
         };
         let status = r.status.as_str();
         let error_code = r.error_code.as_deref().unwrap_or("");

@@ -28,17 +28,17 @@ impl CargoLambda {
         let mut last = String::new();
         for _ in 0..3 {
             let port = free_port();
-            let mut cmd = Command::new(&bin);
-            cmd.current_dir(repo_root()).args([
+            let port_arg = port.to_string();
+            let args = [
                 "lambda",
                 "watch",
                 "--only-lambda-apis",
                 "--invoke-address",
                 "127.0.0.1",
                 "-P",
-                &port.to_string(),
-            ]);
-            let mut proc = Proc::spawn("cargo-lambda", cmd);
+                &port_arg,
+            ];
+            let mut proc = Proc::spawn_with_lifeline("cargo-lambda", &bin, &args);
             if wait_port(port, Duration::from_secs(30)) && proc.is_running() {
                 return CargoLambda { port, proc };
             }
@@ -47,15 +47,18 @@ impl CargoLambda {
         panic!("cargo lambda watch did not start (3 attempts); its output:\n{last}");
     }
 
-    /// The value for `AWS_LAMBDA_RUNTIME_API`.
+    /// The value for `AWS_LAMBDA_RUNTIME_API`: with a path, the Rust runtime client needs
+    /// the scheme too (`127.0.0.1:PORT/.rt` does not parse as a URI and panics at start).
     pub fn runtime_api(&self) -> String {
-        format!("127.0.0.1:{}/.rt", self.port)
+        format!("http://127.0.0.1:{}/.rt", self.port)
     }
 
-    /// `cargo lambda invoke -P PORT _ --data-file FILE`: (success, stdout, stderr).
-    pub fn invoke(&self, data_file: &Path) -> (bool, String, String) {
-        let out = Command::new(venv_tool("cargo-lambda"))
-            .current_dir(repo_root())
+    /// `cargo lambda invoke -P PORT _ --data-file FILE`: (success, output). On success the
+    /// output is the function's response; on a function error, cargo-lambda's rendering of
+    /// it (`Error: <errorType>` and the message). Panics if it has not finished in `timeout`.
+    pub fn invoke(&self, data_file: &Path, timeout: Duration) -> (bool, String) {
+        let mut cmd = Command::new(venv_tool("cargo-lambda"));
+        cmd.current_dir(repo_root())
             .args([
                 "lambda",
                 "invoke",
@@ -67,13 +70,16 @@ impl CargoLambda {
                 "--data-file",
             ])
             .arg(data_file)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run cargo lambda invoke");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+            .stdin(Stdio::null());
+        let mut proc = Proc::spawn("cargo-lambda-invoke", cmd);
+        let status = proc.wait_exit(timeout);
+        let status = status.unwrap_or_else(|| {
+            panic!(
+                "cargo lambda invoke did not finish within {timeout:?}; its output:\n{}\ncargo lambda watch:\n{}",
+                proc.output(),
+                self.proc.output()
+            )
+        });
+        (status.success(), proc.output())
     }
 }

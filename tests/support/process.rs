@@ -36,7 +36,22 @@ pub struct Proc {
     name: String,
     child: Child,
     output: Arc<Mutex<String>>,
+    lifeline: Option<std::process::ChildStdin>,
 }
+
+/// Runs `argv[1:]` and kills it when stdin reaches end of file (the test process is gone).
+const LIFELINE: &str = r#"
+import os, signal, subprocess, sys, threading
+child = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL)
+def lifeline():
+    try:
+        sys.stdin.buffer.read()
+    finally:
+        child.kill()
+        os._exit(0)
+threading.Thread(target=lifeline, daemon=True).start()
+sys.exit(child.wait())
+"#;
 
 impl Proc {
     /// Starts `cmd` (stdout and stderr captured, stdin null unless the caller set it) in a
@@ -82,7 +97,24 @@ impl Proc {
             name: name.to_string(),
             child,
             output,
+            lifeline: None,
         }
+    }
+
+    /// Like [`Proc::spawn`], for a long-running server: the program runs under a small
+    /// Python wrapper (from `.venv`) that kills it when this test process ends in any way,
+    /// even by SIGKILL, when `Drop` never runs.
+    pub fn spawn_with_lifeline(name: &str, program: &Path, args: &[&str]) -> Proc {
+        let mut cmd = Command::new(venv_tool("python"));
+        cmd.arg("-c")
+            .arg(LIFELINE)
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::piped());
+        cmd.current_dir(repo_root());
+        let mut proc = Proc::spawn(name, cmd);
+        proc.lifeline = proc.child.stdin.take();
+        proc
     }
 
     /// The child's stdin, if it was piped (the moto launcher uses it as a lifeline).
