@@ -1,0 +1,334 @@
+//! Issue 5 end to end: the real binary deletes an image's AMIs (in two regions), their
+//! snapshots and its ECR image in moto, then the image in the Image Builder emulator — all
+//! through the standard endpoint variables (`AWS_ENDPOINT_URL_EC2`, `AWS_ENDPOINT_URL_ECR`).
+//!
+//! moto 5.2's RegisterImage ignores `BlockDeviceMappings`: every AMI it registers has exactly
+//! one auto-created snapshot (described as "Auto-created snapshot for AMI ami-…"), so "an AMI
+//! with several snapshots" and "a snapshot used by another AMI" are covered with fakes in
+//! tests/output_resources.rs, not here.
+
+#![cfg(feature = "output-resources")]
+
+#[path = "support/moto.rs"]
+mod moto;
+#[path = "support/process.rs"]
+mod process;
+#[path = "support/runtime_api.rs"]
+mod runtime_api;
+#[path = "support/world.rs"]
+mod world;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
+use ib_emulator::SeedImage;
+use serde_json::{json, Value};
+
+use moto::Moto;
+use world::{arn, Setup, World, ACCOUNT};
+
+fn ec2(region: &str) -> aws_sdk_ec2::Client {
+    let conf = aws_sdk_ec2::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region.to_string()))
+        .credentials_provider(Credentials::new("test", "test", None, None, "e2e"))
+        .endpoint_url(Moto::shared().url())
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        .build();
+    aws_sdk_ec2::Client::from_conf(conf)
+}
+
+fn ecr(region: &str) -> aws_sdk_ecr::Client {
+    let conf = aws_sdk_ecr::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region.to_string()))
+        .credentials_provider(Credentials::new("test", "test", None, None, "e2e"))
+        .endpoint_url(Moto::shared().url())
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        .build();
+    aws_sdk_ecr::Client::from_conf(conf)
+}
+
+/// Registers an AMI in moto; returns its id and its snapshots.
+async fn seed_ami(region: &str, tags: &[(&str, &str)]) -> (String, Vec<String>) {
+    let c = ec2(region);
+    let id = c
+        .register_image()
+        .name(moto::unique("e2e-ami"))
+        .send()
+        .await
+        .expect("RegisterImage")
+        .image_id
+        .expect("an AMI id");
+    for (k, v) in tags {
+        c.create_tags()
+            .resources(&id)
+            .tags(aws_sdk_ec2::types::Tag::builder().key(*k).value(*v).build())
+            .send()
+            .await
+            .expect("CreateTags");
+    }
+    (id.clone(), snapshots_of(region, &id).await)
+}
+
+async fn snapshots_of(region: &str, ami: &str) -> Vec<String> {
+    let out = ec2(region)
+        .describe_images()
+        .image_ids(ami)
+        .send()
+        .await
+        .expect("DescribeImages");
+    out.images()[0]
+        .block_device_mappings()
+        .iter()
+        .filter_map(|m| m.ebs()?.snapshot_id().map(str::to_string))
+        .collect()
+}
+
+async fn ami_registered(region: &str, ami: &str) -> bool {
+    match ec2(region).describe_images().image_ids(ami).send().await {
+        Ok(out) => !out.images().is_empty(),
+        Err(_) => false, // InvalidAMIID.NotFound
+    }
+}
+
+async fn snapshot_exists(region: &str, snap: &str) -> bool {
+    ec2(region)
+        .describe_snapshots()
+        .snapshot_ids(snap)
+        .send()
+        .await
+        .is_ok_and(|o| !o.snapshots().is_empty())
+}
+
+/// Creates a repository with one tagged image; returns its URI as Image Builder reports it.
+async fn seed_container(region: &str) -> (String, String) {
+    let c = ecr(region);
+    let repo = moto::unique("e2e-web");
+    c.create_repository()
+        .repository_name(&repo)
+        .send()
+        .await
+        .expect("CreateRepository");
+    let manifest = json!({"schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 7023,
+                   "digest": "sha256:b5b2b2c507a0944348e0303114d8d93aaaa081732b86451d9bce1f432a537bc7"},
+        "layers": []});
+    c.put_image()
+        .repository_name(&repo)
+        .image_manifest(manifest.to_string())
+        .image_tag("1.0.0-1")
+        .send()
+        .await
+        .expect("PutImage");
+    let uri = format!("{ACCOUNT}.dkr.ecr.{region}.amazonaws.com/{repo}:1.0.0-1");
+    (repo, uri)
+}
+
+async fn container_exists(region: &str, repo: &str) -> bool {
+    ecr(region)
+        .list_images()
+        .repository_name(repo)
+        .send()
+        .await
+        .expect("ListImages")
+        .image_ids()
+        .iter()
+        .any(|i| i.image_tag() == Some("1.0.0-1"))
+}
+
+/// A world whose function deletes output resources in moto.
+async fn world(mode: &str, extra: &[(&str, &str)]) -> World {
+    let moto = Moto::shared().url();
+    let mut setup = Setup::default()
+        .env("DELETE_OUTPUT_RESOURCES", mode)
+        .env("AWS_ENDPOINT_URL_EC2", &moto)
+        .env("AWS_ENDPOINT_URL_ECR", &moto);
+    for (k, v) in extra {
+        setup = setup.env(k, v);
+    }
+    World::start(setup).await
+}
+
+fn seed_image(w: &World, image: &str, amis: &[(&str, &str)], uris: &[(&str, &str)]) {
+    w.emu.seed([SeedImage {
+        arn: image.to_string(),
+        state: None,
+        tags: BTreeMap::new(),
+        output_resources: Some(json!({
+            "amis": amis.iter().map(|(region, id)| json!({
+                "region": region, "image": id, "name": "web 2026-01-01",
+                "state": {"status": "AVAILABLE"}, "accountId": ACCOUNT
+            })).collect::<Vec<_>>(),
+            "containers": uris.iter().map(|(region, uri)| json!({
+                "region": region, "imageUris": [uri]
+            })).collect::<Vec<_>>(),
+        })),
+    }]);
+}
+
+/// (type, id, status) of the report's `outputResources` for `image`.
+fn pieces(report: &Value, image: &str) -> Vec<(String, String, String)> {
+    let result = report["results"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no results: {report:#}"))
+        .iter()
+        .find(|r| r["imageBuildVersionArn"] == image)
+        .unwrap_or_else(|| panic!("no result for {image}: {report:#}"));
+    result["outputResources"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no outputResources: {result:#}"))
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_string(),
+                e["id"].as_str().unwrap().to_string(),
+                e["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn status(report: &Value, image: &str) -> String {
+    report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["imageBuildVersionArn"] == image)
+        .unwrap()["status"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn p(t: &str, id: &str, s: &str) -> (String, String, String) {
+    (t.to_string(), id.to_string(), s.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_output_resource_is_deleted_in_its_own_region_then_the_image() {
+    // GIVEN an image whose AMIs are in us-east-1 and us-west-2 and whose container image is in
+    // ECR, all in moto
+    let (ami_east, snaps_east) = seed_ami("us-east-1", &[]).await;
+    let (ami_west, snaps_west) = seed_ami("us-west-2", &[]).await;
+    let (repo, uri) = seed_container("us-east-1").await;
+    let w = world("all", &[]).await;
+    let image = arn("web", 101);
+    seed_image(
+        &w,
+        &image,
+        &[("us-east-1", &ami_east), ("us-west-2", &ami_west)],
+        &[("us-east-1", &uri)],
+    );
+    // WHEN the real binary is invoked with its ARN
+    let inv = w.invoke(&json!({"imageBuildVersionArn": image})).await;
+    let report = inv.reply.response().clone();
+    // THEN everything is gone and reported, piece by piece
+    assert_eq!(
+        pieces(&report, &image),
+        [
+            p("ami", &ami_east, "deleted"),
+            p("snapshot", &snaps_east[0], "deleted"),
+            p("ami", &ami_west, "deleted"),
+            p("snapshot", &snaps_west[0], "deleted"),
+            p("containerImage", &uri, "deleted"),
+        ],
+        "{report:#}"
+    );
+    assert!(!ami_registered("us-east-1", &ami_east).await);
+    assert!(!ami_registered("us-west-2", &ami_west).await);
+    assert!(!snapshot_exists("us-east-1", &snaps_east[0]).await);
+    assert!(!snapshot_exists("us-west-2", &snaps_west[0]).await);
+    assert!(!container_exists("us-east-1", &repo).await);
+    assert_eq!(status(&report, &image), "deleted", "{report:#}");
+    assert_eq!(w.delete_calls(&image), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_previews_the_cleanup_and_deletes_nothing() {
+    let (ami, snaps) = seed_ami("us-east-1", &[]).await;
+    let (repo, uri) = seed_container("us-east-1").await;
+    let w = world("all", &[]).await;
+    let image = arn("web", 102);
+    seed_image(&w, &image, &[("us-east-1", &ami)], &[("us-east-1", &uri)]);
+    let inv = w
+        .invoke(&json!({"imageBuildVersionArn": image, "dryRun": true}))
+        .await;
+    let report = inv.reply.response().clone();
+    assert_eq!(
+        pieces(&report, &image),
+        [
+            p("ami", &ami, "wouldDelete"),
+            p("snapshot", &snaps[0], "wouldDelete"),
+            p("containerImage", &uri, "wouldDelete"),
+        ],
+        "{report:#}"
+    );
+    assert_eq!(status(&report, &image), "wouldDelete");
+    assert!(ami_registered("us-east-1", &ami).await);
+    assert!(snapshot_exists("us-east-1", &snaps[0]).await);
+    assert!(container_exists("us-east-1", &repo).await);
+    assert_eq!(w.delete_calls(&image), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retry_after_the_ami_was_deregistered_finds_and_deletes_its_leftover_snapshot() {
+    // GIVEN an earlier attempt deregistered the AMI but its snapshot is still there
+    let (ami, snaps) = seed_ami("us-east-1", &[]).await;
+    ec2("us-east-1")
+        .deregister_image()
+        .image_id(&ami)
+        .send()
+        .await
+        .expect("DeregisterImage");
+    assert!(snapshot_exists("us-east-1", &snaps[0]).await);
+    let w = world("amis", &[]).await;
+    let image = arn("web", 103);
+    seed_image(&w, &image, &[("us-east-1", &ami)], &[]);
+    // WHEN the ARN is retried
+    let inv = w.invoke(&json!({"imageBuildVersionArn": image})).await;
+    let report = inv.reply.response().clone();
+    // THEN the snapshot is found through DescribeSnapshots and deleted, then the image
+    assert_eq!(
+        pieces(&report, &image),
+        [
+            p("ami", &ami, "alreadyDeleted"),
+            p("snapshot", &snaps[0], "deleted"),
+        ],
+        "{report:#}"
+    );
+    assert!(!snapshot_exists("us-east-1", &snaps[0]).await);
+    assert_eq!(status(&report, &image), "deleted");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_protect_tag_on_an_ami_protects_the_image_and_everything_it_made() {
+    let (ami, snaps) = seed_ami("us-east-1", &[("keep", "yes")]).await;
+    let w = world("all", &[("PROTECT_TAG_KEY", "keep")]).await;
+    let image = arn("web", 104);
+    seed_image(&w, &image, &[("us-east-1", &ami)], &[]);
+    let inv = w.invoke(&json!({"imageBuildVersionArn": image})).await;
+    let report = inv.reply.response().clone();
+    assert_eq!(status(&report, &image), "protected", "{report:#}");
+    assert!(ami_registered("us-east-1", &ami).await);
+    assert!(snapshot_exists("us-east-1", &snaps[0]).await);
+    assert_eq!(w.delete_calls(&image), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_delete_output_resources_value_fails_init_naming_the_variable() {
+    let w = world("snapshots", &[]).await;
+    let err = w
+        .runtime
+        .init_error(Duration::from_secs(20))
+        .await
+        .expect("the function reports POST /runtime/init/error");
+    assert_eq!(err.error_type.as_deref(), Some("ConfigurationError"), "{err:?}");
+    let message = err.error_message.as_deref().unwrap_or_default();
+    assert!(
+        message.contains("DELETE_OUTPUT_RESOURCES") && message.contains("containers"),
+        "{message}"
+    );
+}
