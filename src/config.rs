@@ -466,7 +466,9 @@ mod tests {
             assert!(msg.contains(word), "{msg}");
         }
         assert_eq!(
-            config(&[("REQUIRE_COMPLETE_CLEANUP", "maybe")]).unwrap_err().variable,
+            config(&[("REQUIRE_COMPLETE_CLEANUP", "maybe")])
+                .unwrap_err()
+                .variable,
             "REQUIRE_COMPLETE_CLEANUP"
         );
     }

@@ -742,7 +742,8 @@ impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Engine<'_, I, D,
                     value, attempts, ..
                 } => {
                     rec.attempts = attempts;
-                    if let Some((key, v)) = protect_key.and_then(|k| Some((k, value.tags.get(k)?))) {
+                    if let Some((key, v)) = protect_key.and_then(|k| Some((k, value.tags.get(k)?)))
+                    {
                         rec.status = Status::Protected;
                         rec.request_id = value.request_id;
                         rec.message = Some(format!(

@@ -325,7 +325,11 @@ async fn a_bad_delete_output_resources_value_fails_init_naming_the_variable() {
         .init_error(Duration::from_secs(20))
         .await
         .expect("the function reports POST /runtime/init/error");
-    assert_eq!(err.error_type.as_deref(), Some("ConfigurationError"), "{err:?}");
+    assert_eq!(
+        err.error_type.as_deref(),
+        Some("ConfigurationError"),
+        "{err:?}"
+    );
     let message = err.error_message.as_deref().unwrap_or_default();
     assert!(
         message.contains("DELETE_OUTPUT_RESOURCES") && message.contains("containers"),

@@ -21,8 +21,7 @@ use imagebuilder_reaper::output_resources::{
     Mode, OutputAmi, OutputContainer, OutputResources, ResourceKind, ResourceStatus,
 };
 use imagebuilder_reaper::ports::{
-    AmiDescription, Amis, CallError, ContainerImages, Deleted, ImageInfo, Images,
-    Removal,
+    AmiDescription, Amis, CallError, ContainerImages, Deleted, ImageInfo, Images, Removal,
 };
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -49,11 +48,17 @@ struct LoggedImages {
 
 impl Images for LoggedImages {
     async fn delete_image(&self, arn: &ImageArn) -> Result<Deleted, CallError> {
-        self.log.lock().unwrap().push(format!("DeleteImage {}", arn.as_str()));
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("DeleteImage {}", arn.as_str()));
         self.inner.delete_image(arn).await
     }
     async fn get_image(&self, arn: &ImageArn) -> Result<ImageInfo, CallError> {
-        self.log.lock().unwrap().push(format!("GetImage {}", arn.as_str()));
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("GetImage {}", arn.as_str()));
         self.inner.get_image(arn).await
     }
 }
@@ -106,7 +111,11 @@ impl FakeEc2 {
     }
     fn tag(&self, id: &str, key: &str) -> &Self {
         let mut s = self.state.lock().unwrap();
-        s.amis.get_mut(id).unwrap().tags.insert(key.into(), "yes".into());
+        s.amis
+            .get_mut(id)
+            .unwrap()
+            .tags
+            .insert(key.into(), "yes".into());
         self
     }
     fn shared(&self, snap: &str) -> &Self {
@@ -114,11 +123,10 @@ impl FakeEc2 {
         self
     }
     fn fail(&self, op: &str, id: &str, times: usize, err: CallError) -> &Self {
-        self.state
-            .lock()
-            .unwrap()
-            .faults
-            .insert((op.into(), id.into()), std::iter::repeat_n(err, times).collect());
+        self.state.lock().unwrap().faults.insert(
+            (op.into(), id.into()),
+            std::iter::repeat_n(err, times).collect(),
+        );
         self
     }
     fn registered(&self, id: &str) -> bool {
@@ -184,10 +192,16 @@ impl Amis for FakeEc2 {
     async fn delete_snapshot(&self, region: &str, id: &str) -> Result<Removal, CallError> {
         let mut s = self.enter("DeleteSnapshot", id)?;
         let Some((r, ami)) = s.snapshots.get(id).cloned() else {
-            return Err(CallError::not_found("InvalidSnapshot.NotFound", "no such snapshot"));
+            return Err(CallError::not_found(
+                "InvalidSnapshot.NotFound",
+                "no such snapshot",
+            ));
         };
         if r != region {
-            return Err(CallError::not_found("InvalidSnapshot.NotFound", "wrong region"));
+            return Err(CallError::not_found(
+                "InvalidSnapshot.NotFound",
+                "wrong region",
+            ));
         }
         if s.amis.contains_key(&ami) || s.shared.contains(id) {
             return Ok(Removal::InUse(format!(
@@ -266,11 +280,14 @@ impl ContainerImages for FakeEcr {
         if let Some(e) = s.faults.get_mut(repo).and_then(VecDeque::pop_front) {
             return Err(e);
         }
-        let Some(refs) = s
-            .repos
-            .get_mut(&(region.to_string(), registry.to_string(), repo.to_string()))
+        let Some(refs) =
+            s.repos
+                .get_mut(&(region.to_string(), registry.to_string(), repo.to_string()))
         else {
-            return Err(CallError::not_found("RepositoryNotFoundException", "no repo"));
+            return Err(CallError::not_found(
+                "RepositoryNotFoundException",
+                "no repo",
+            ));
         };
         Ok(images
             .iter()
@@ -278,7 +295,10 @@ impl ContainerImages for FakeEcr {
                 if refs.remove(r) {
                     Ok(Removal::Removed)
                 } else {
-                    Err(CallError::not_found("ImageNotFound", "Requested image not found"))
+                    Err(CallError::not_found(
+                        "ImageNotFound",
+                        "Requested image not found",
+                    ))
                 }
             })
             .collect())
@@ -349,7 +369,10 @@ impl World {
         self.images.output_resources(
             IMAGE,
             OutputResources {
-                amis: vec![ami("us-east-1", "ami-1", ACCOUNT), ami("eu-west-1", "ami-2", ACCOUNT)],
+                amis: vec![
+                    ami("us-east-1", "ami-1", ACCOUNT),
+                    ami("eu-west-1", "ami-2", ACCOUNT),
+                ],
                 containers: vec![OutputContainer {
                     region: Some("us-east-1".into()),
                     image_uris: vec![URI.into()],
@@ -482,12 +505,23 @@ async fn a_snapshot_used_by_another_ami_is_skipped_with_its_reason_and_does_not_
     w.ec2.shared("snap-2");
     let h = w.run(&direct(json!({}))).await;
     let r = record(&h);
-    let snap2 = r.output_resources.iter().find(|e| e.id == "snap-2").unwrap();
+    let snap2 = r
+        .output_resources
+        .iter()
+        .find(|e| e.id == "snap-2")
+        .unwrap();
     assert_eq!(snap2.status, ResourceStatus::SkippedInUse);
-    assert!(snap2.message.as_deref().unwrap().contains("InvalidSnapshot.InUse"));
+    assert!(snap2
+        .message
+        .as_deref()
+        .unwrap()
+        .contains("InvalidSnapshot.InUse"));
     assert_eq!(r.status, Status::Deleted);
     // mode `amis`: the container image is neither listed nor touched
-    assert!(r.output_resources.iter().all(|e| e.kind != ResourceKind::ContainerImage));
+    assert!(r
+        .output_resources
+        .iter()
+        .all(|e| e.kind != ResourceKind::ContainerImage));
     assert!(w.ecr.exists("web", "1.0.0-1") && w.ecr.calls() == 0);
     w.assert_accounted(&[("req-1", IMAGE)], &h);
 }
@@ -526,7 +560,10 @@ async fn a_foreign_account_ami_is_not_touched_and_does_not_block_by_default() {
         .clone();
     assert_eq!(foreign.status, ResourceStatus::SkippedForeignAccount);
     assert_eq!(foreign.account_id.as_deref(), Some(OTHER_ACCOUNT));
-    assert!(!w.log().iter().any(|l| l.contains("ami-9")), "no call names it");
+    assert!(
+        !w.log().iter().any(|l| l.contains("ami-9")),
+        "no call names it"
+    );
     assert_eq!(record(&h).status, Status::Deleted);
     w.assert_accounted(&[("req-1", IMAGE)], &h);
 }
@@ -563,7 +600,11 @@ async fn ecr_throttling_past_max_attempts_hands_an_sqs_record_back_without_delet
     assert_eq!(r.status, Status::Failed);
     assert_eq!(r.retryable, Some(true));
     assert_eq!(r.error_code.as_deref(), Some("ThrottlingException"));
-    assert!(r.message.as_deref().unwrap().contains("DeleteImage was not called"));
+    assert!(r
+        .message
+        .as_deref()
+        .unwrap()
+        .contains("DeleteImage was not called"));
     let batch: Vec<_> = report(&h)
         .batch_item_failures
         .as_ref()
@@ -575,7 +616,10 @@ async fn ecr_throttling_past_max_attempts_hands_an_sqs_record_back_without_delet
     assert!(w.dlq.as_ref().unwrap().received().is_empty());
     let container = r.output_resources.iter().find(|e| e.id == URI).unwrap();
     assert_eq!(container.status, ResourceStatus::Failed);
-    assert_eq!((container.retryable, container.attempts), (Some(true), Some(3)));
+    assert_eq!(
+        (container.retryable, container.attempts),
+        (Some(true), Some(3))
+    );
     w.assert_accounted(&[("m-1", IMAGE)], &h);
 }
 
@@ -609,10 +653,17 @@ async fn without_a_dlq_a_retryable_cleanup_failure_fails_a_direct_invocation() {
 async fn a_throttle_that_clears_within_max_attempts_is_invisible() {
     let w = World::new(config(Mode::All), Some(DlqMode::Up)).with_standard_image();
     w.ecr.fail("web", 2, retryable("ThrottlingException"));
-    w.ec2.fail("DeleteSnapshot", "snap-1", 1, retryable("RequestLimitExceeded"));
+    w.ec2.fail(
+        "DeleteSnapshot",
+        "snap-1",
+        1,
+        retryable("RequestLimitExceeded"),
+    );
     let h = w.run(&direct(json!({}))).await;
     assert_eq!(record(&h).status, Status::Deleted);
-    assert!(pieces(&h).iter().all(|(_, s)| *s == ResourceStatus::Deleted));
+    assert!(pieces(&h)
+        .iter()
+        .all(|(_, s)| *s == ResourceStatus::Deleted));
     w.assert_accounted(&[("req-1", IMAGE)], &h);
 }
 
@@ -620,13 +671,17 @@ async fn a_throttle_that_clears_within_max_attempts_is_invisible() {
 async fn a_retry_after_a_partial_cleanup_finds_the_rest_and_completes_the_job() {
     // GIVEN snap-2 cannot be deleted on the first delivery (ami-1 already deregistered by then)
     let w = World::new(config(Mode::All), Some(DlqMode::Up)).with_standard_image();
-    w.ec2.fail("DeleteSnapshot", "snap-2", 3, retryable("InternalError"));
+    w.ec2
+        .fail("DeleteSnapshot", "snap-2", 3, retryable("InternalError"));
     let first = w.run(&sqs("m-1")).await;
     assert_eq!(record(&first).status, Status::Failed);
     assert_eq!(record(&first).retryable, Some(true));
     assert!(!w.ec2.registered("ami-1") && w.ec2.snapshot_exists("snap-2"));
     assert!(!w.delete_image_called());
-    assert_eq!(report(&first).batch_item_failures.as_ref().unwrap().len(), 1);
+    assert_eq!(
+        report(&first).batch_item_failures.as_ref().unwrap().len(),
+        1
+    );
     // WHEN SQS redelivers it
     let second = w.run(&sqs("m-1")).await;
     // THEN GetImage still names ami-1; it is gone, but the snapshot it left is found and deleted
@@ -642,7 +697,11 @@ async fn a_retry_after_a_partial_cleanup_finds_the_rest_and_completes_the_job() 
     );
     assert!(!w.ec2.snapshot_exists("snap-2"));
     assert_eq!(record(&second).status, Status::Deleted);
-    assert!(report(&second).batch_item_failures.as_ref().unwrap().is_empty());
+    assert!(report(&second)
+        .batch_item_failures
+        .as_ref()
+        .unwrap()
+        .is_empty());
     w.assert_accounted(&[("m-1", IMAGE)], &second);
 }
 
@@ -726,26 +785,39 @@ async fn the_protect_tag_on_an_ami_protects_the_whole_image() {
 async fn the_invocation_can_ask_for_a_cleanup_the_configuration_does_not_do() {
     // GIVEN the default configuration (none) WHEN a direct invocation asks for `amis`
     let w = World::new(config(Mode::None), Some(DlqMode::Up)).with_standard_image();
-    let h = w.run(&direct(json!({"deleteOutputResources": "amis"}))).await;
+    let h = w
+        .run(&direct(json!({"deleteOutputResources": "amis"})))
+        .await;
     // THEN the AMIs go, the container image stays
     assert!(!w.ec2.registered("ami-1"));
     assert!(w.ecr.exists("web", "1.0.0-1"));
     assert_eq!(record(&h).status, Status::Deleted);
     // AND it can also turn the configured cleanup off for one invocation
     let w = World::new(config(Mode::All), Some(DlqMode::Up)).with_standard_image();
-    let h = w.run(&direct(json!({"deleteOutputResources": "none"}))).await;
+    let h = w
+        .run(&direct(json!({"deleteOutputResources": "none"})))
+        .await;
     assert!(record(&h).output_resources.is_empty());
     assert!(w.ec2.registered("ami-1"));
-    assert_eq!(w.log(), [format!("DeleteImage {IMAGE}")], "not even GetImage");
+    assert_eq!(
+        w.log(),
+        [format!("DeleteImage {IMAGE}")],
+        "not even GetImage"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_bad_per_invocation_value_fails_the_invocation_naming_the_field() {
     let w = World::new(config(Mode::All), Some(DlqMode::Up)).with_standard_image();
-    let h = w.run(&direct(json!({"deleteOutputResources": "snapshots"}))).await;
+    let h = w
+        .run(&direct(json!({"deleteOutputResources": "snapshots"})))
+        .await;
     match h.result {
         Err(ReaperError::InvalidEvent(m)) => {
-            assert!(m.contains("deleteOutputResources") && m.contains("snapshots"), "{m}");
+            assert!(
+                m.contains("deleteOutputResources") && m.contains("snapshots"),
+                "{m}"
+            );
             assert!(m.contains("none, amis, containers or all"), "{m}");
         }
         other => panic!("{other:?}"),

@@ -35,7 +35,8 @@ const SNAPSHOT_IN_USE: &str = "InvalidSnapshot.InUse";
 /// EC2's own codes; throttling (`RequestLimitExceeded`), 5xx and transport errors are
 /// retryable through the shared [`classify`], anything else permanent.
 fn ec2_class(code: Option<&str>) -> Option<ErrorClass> {
-    code.filter(|c| GONE.contains(c)).map(|_| ErrorClass::NotFound)
+    code.filter(|c| GONE.contains(c))
+        .map(|_| ErrorClass::NotFound)
 }
 
 macro_rules! ec2_errors {
@@ -136,7 +137,11 @@ impl Amis for Ec2 {
         }))
     }
 
-    async fn snapshots_left_by(&self, region: &str, image_id: &str) -> Result<Vec<String>, CallError> {
+    async fn snapshots_left_by(
+        &self,
+        region: &str,
+        image_id: &str,
+    ) -> Result<Vec<String>, CallError> {
         let client = self.client(region);
         let mut found = Vec::new();
         let mut next: Option<String> = None;
@@ -188,7 +193,9 @@ impl Amis for Ec2 {
             Err(SdkError::ServiceError(se)) if se.err().code() == Some(SNAPSHOT_IN_USE) => {
                 Ok(Removal::InUse(format!(
                     "{SNAPSHOT_IN_USE}: {}",
-                    se.err().message().unwrap_or("the snapshot is used by another AMI")
+                    se.err()
+                        .message()
+                        .unwrap_or("the snapshot is used by another AMI")
                 )))
             }
             Err(e) => Err(classify(&e)),
@@ -205,7 +212,11 @@ mod tests {
         for code in GONE {
             assert_eq!(ec2_class(Some(code)), Some(ErrorClass::NotFound));
         }
-        for code in ["RequestLimitExceeded", "UnauthorizedOperation", SNAPSHOT_IN_USE] {
+        for code in [
+            "RequestLimitExceeded",
+            "UnauthorizedOperation",
+            SNAPSHOT_IN_USE,
+        ] {
             assert_eq!(ec2_class(Some(code)), None, "{code}");
         }
         assert_eq!(ec2_class(None), None);

@@ -163,7 +163,10 @@ mod tests {
             failure_class(Some(&C::InvalidImageTag)),
             FailureClass::Error(ErrorClass::Permanent)
         );
-        assert_eq!(failure_class(None), FailureClass::Error(ErrorClass::Permanent));
+        assert_eq!(
+            failure_class(None),
+            FailureClass::Error(ErrorClass::Permanent)
+        );
     }
 
     #[test]

@@ -291,7 +291,8 @@ pub fn verdict(entries: &[ResourceEntry], require_complete: bool) -> Verdict {
         if others > 0 {
             message.push_str(&format!(" (and {others} more output resource(s) failed)"));
         }
-        message.push_str("; DeleteImage was not called, so a retry finds them again through GetImage");
+        message
+            .push_str("; DeleteImage was not called, so a retry finds them again through GetImage");
         return Verdict::Failed {
             code,
             message,
@@ -363,9 +364,21 @@ mod tests {
         // GIVEN deleted, already-deleted, in-use and foreign pieces
         let entries = vec![
             entry(ResourceKind::Ami, "ami-1", ResourceStatus::Deleted),
-            entry(ResourceKind::Snapshot, "snap-1", ResourceStatus::AlreadyDeleted),
-            entry(ResourceKind::Snapshot, "snap-2", ResourceStatus::SkippedInUse),
-            entry(ResourceKind::Ami, "ami-2", ResourceStatus::SkippedForeignAccount),
+            entry(
+                ResourceKind::Snapshot,
+                "snap-1",
+                ResourceStatus::AlreadyDeleted,
+            ),
+            entry(
+                ResourceKind::Snapshot,
+                "snap-2",
+                ResourceStatus::SkippedInUse,
+            ),
+            entry(
+                ResourceKind::Ami,
+                "ami-2",
+                ResourceStatus::SkippedForeignAccount,
+            ),
         ];
         // WHEN judged without REQUIRE_COMPLETE_CLEANUP THEN DeleteImage may run
         assert_eq!(verdict(&entries, false), Verdict::Proceed);
@@ -378,7 +391,10 @@ mod tests {
             } => {
                 assert_eq!(code, INCOMPLETE_CLEANUP);
                 assert!(!retryable);
-                assert!(message.contains("snap-2") && message.contains("ami-2"), "{message}");
+                assert!(
+                    message.contains("snap-2") && message.contains("ami-2"),
+                    "{message}"
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -397,7 +413,11 @@ mod tests {
                 "slow down",
                 true,
             ),
-            entry(ResourceKind::Snapshot, "snap-1", ResourceStatus::NotAttempted),
+            entry(
+                ResourceKind::Snapshot,
+                "snap-1",
+                ResourceStatus::NotAttempted,
+            ),
         ];
         match verdict(&entries, false) {
             Verdict::Failed {
@@ -416,11 +436,13 @@ mod tests {
 
     #[test]
     fn only_permanent_failures_make_a_permanent_verdict() {
-        let entries = vec![entry(ResourceKind::Ami, "ami-1", ResourceStatus::Failed).failed(
-            "UnauthorizedOperation",
-            "no",
-            false,
-        )];
+        let entries = vec![
+            entry(ResourceKind::Ami, "ami-1", ResourceStatus::Failed).failed(
+                "UnauthorizedOperation",
+                "no",
+                false,
+            ),
+        ];
         assert!(matches!(
             verdict(&entries, false),
             Verdict::Failed { retryable: false, ref code, .. } if code == "UnauthorizedOperation"
@@ -434,7 +456,10 @@ mod tests {
             entry(ResourceKind::Snapshot, "snap-1", ResourceStatus::Deleted)
                 .not_attempted("deadline"),
         ];
-        assert!(matches!(verdict(&entries, false), Verdict::NotAttempted { .. }));
+        assert!(matches!(
+            verdict(&entries, false),
+            Verdict::NotAttempted { .. }
+        ));
     }
 
     #[test]

@@ -79,7 +79,10 @@ pub fn build(
                 .amis
                 .iter()
                 .any(|t| t.image_id == image_id && t.region == region)
-                || plan.settled.iter().any(|e| e.id == image_id && e.region == region)
+                || plan
+                    .settled
+                    .iter()
+                    .any(|e| e.id == image_id && e.region == region)
             {
                 continue;
             }
@@ -115,7 +118,11 @@ pub fn build(
                                 None,
                                 ResourceStatus::Failed,
                             )
-                            .failed(INVALID_IMAGE_URI, e.to_string(), false),
+                            .failed(
+                                INVALID_IMAGE_URI,
+                                e.to_string(),
+                                false,
+                            ),
                         );
                         continue;
                     }
@@ -252,8 +259,11 @@ mod tests {
         );
         assert_eq!(plan.containers[1].repository, "api");
         // AND the foreign AMI, the foreign image and the bad URI are settled up front
-        let settled: Vec<(&str, ResourceStatus)> =
-            plan.settled.iter().map(|e| (e.id.as_str(), e.status)).collect();
+        let settled: Vec<(&str, ResourceStatus)> = plan
+            .settled
+            .iter()
+            .map(|e| (e.id.as_str(), e.status))
+            .collect();
         assert_eq!(
             settled,
             [
@@ -265,7 +275,10 @@ mod tests {
                 ("not a uri", ResourceStatus::Failed),
             ]
         );
-        assert_eq!(plan.settled[2].error_code.as_deref(), Some(INVALID_IMAGE_URI));
+        assert_eq!(
+            plan.settled[2].error_code.as_deref(),
+            Some(INVALID_IMAGE_URI)
+        );
         assert_eq!(plan.settled[2].retryable, Some(false));
         assert_eq!(plan.settled[0].account_id.as_deref(), Some(OTHER));
     }

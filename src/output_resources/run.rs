@@ -183,8 +183,12 @@ pub async fn clean<A: Amis, C: ContainerImages>(
         )
         .await;
         entries.extend(ami_entries.into_iter().flatten());
-        let container_entries =
-            join_all(plan.containers.iter().map(|g| delete_group(containers, g, s))).await;
+        let container_entries = join_all(
+            plan.containers
+                .iter()
+                .map(|g| delete_group(containers, g, s)),
+        )
+        .await;
         entries.extend(container_entries.into_iter().flatten());
     }
     entries.extend(plan.settled.iter().cloned());
@@ -230,12 +234,11 @@ async fn delete_ami<A: Amis>(
 ) -> Vec<ResourceEntry> {
     let (ami, snapshots) = match state {
         AmiState::Foreign(owner) => {
-            let mut e = ami_entry(task, ResourceStatus::SkippedForeignAccount).with_message(
-                format!(
+            let mut e =
+                ami_entry(task, ResourceStatus::SkippedForeignAccount).with_message(format!(
                     "owned by account {owner}, not the image's account {}: not touched",
                     task.account_id
-                ),
-            );
+                ));
             e.account_id = Some(owner);
             return vec![e];
         }
@@ -307,8 +310,10 @@ async fn delete_group<C: ContainerImages>(
                 .filter(|(_, e)| e.is_none())
                 .map(|(i, _)| i)
                 .collect();
-            let refs: Vec<ImageReference> =
-                pending.iter().map(|&i| chunk[i].reference.clone()).collect();
+            let refs: Vec<ImageReference> = pending
+                .iter()
+                .map(|&i| chunk[i].reference.clone())
+                .collect();
             let slots = &slots;
             async move {
                 let results = containers
@@ -326,9 +331,10 @@ async fn delete_group<C: ContainerImages>(
                     });
                     slots[i] = match result {
                         Ok(Removal::Removed) => Some(e.with_status(ResourceStatus::Deleted)),
-                        Ok(Removal::InUse(why)) => {
-                            Some(e.with_status(ResourceStatus::SkippedInUse).with_message(why))
-                        }
+                        Ok(Removal::InUse(why)) => Some(
+                            e.with_status(ResourceStatus::SkippedInUse)
+                                .with_message(why),
+                        ),
                         Err(err) if err.class == ErrorClass::NotFound => {
                             Some(e.with_status(ResourceStatus::AlreadyDeleted))
                         }
@@ -370,7 +376,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn failed(e: ResourceEntry, err: &CallError, attempts: u32) -> ResourceEntry {
-    let mut e = e.failed(&err.code, err.message.clone(), err.class == ErrorClass::Retryable);
+    let mut e = e.failed(
+        &err.code,
+        err.message.clone(),
+        err.class == ErrorClass::Retryable,
+    );
     e.attempts = (attempts > 1).then_some(attempts);
     e
 }

@@ -67,7 +67,8 @@ pub fn parse(uri: &str) -> Result<EcrImageUri, InvalidImageUri> {
     let s = uri.trim();
     let s = s.strip_prefix("https://").unwrap_or(s);
     let (host, path) = s.split_once('/').ok_or_else(|| bad("no repository path"))?;
-    let (registry_id, region) = parse_host(host).ok_or_else(|| bad("the host is not an ECR registry"))?;
+    let (registry_id, region) =
+        parse_host(host).ok_or_else(|| bad("the host is not an ECR registry"))?;
 
     // The digest is everything after '@'; a tag is after the last ':' of the last path segment
     // (repository names cannot contain ':' or '@').
@@ -140,7 +141,8 @@ fn is_account(s: &str) -> bool {
 fn is_region(s: &str) -> bool {
     !s.is_empty()
         && !s.contains('.')
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && s.contains('-')
 }
 
@@ -150,7 +152,9 @@ fn is_repository_name(s: &str) -> bool {
     (2..=256).contains(&s.len())
         && s.split('/').all(|c| {
             !c.is_empty()
-                && c.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                && c.bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
                 && c.bytes().all(|b| {
                     b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
                 })
@@ -160,13 +164,17 @@ fn is_repository_name(s: &str) -> bool {
 /// ECR tags: 1–300 characters of `[A-Za-z0-9_.-]` (Docker's own limit is 128; ECR allows 300).
 fn is_tag(s: &str) -> bool {
     (1..=300).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// `sha256:` followed by 64 lowercase hex digits (the only algorithm ECR produces).
 fn is_digest(s: &str) -> bool {
     s.strip_prefix("sha256:").is_some_and(|hex| {
-        hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 
@@ -199,7 +207,10 @@ mod tests {
 
     #[test]
     fn digest_wins_over_tag_when_both_are_given() {
-        let u = parse(&format!("123456789012.dkr.ecr.us-east-1.amazonaws.com/web:latest@{DIGEST}")).unwrap();
+        let u = parse(&format!(
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com/web:latest@{DIGEST}"
+        ))
+        .unwrap();
         assert_eq!(u.repository, "web");
         assert_eq!(u.reference, ImageReference::Digest(DIGEST.into()));
     }
@@ -207,10 +218,19 @@ mod tests {
     #[test]
     fn china_fips_dual_stack_and_https_forms_are_accepted() {
         for (uri, region) in [
-            ("210987654321.dkr.ecr.cn-north-1.amazonaws.com.cn/web:1", "cn-north-1"),
-            ("210987654321.dkr.ecr-fips.us-gov-west-1.amazonaws.com/web:1", "us-gov-west-1"),
+            (
+                "210987654321.dkr.ecr.cn-north-1.amazonaws.com.cn/web:1",
+                "cn-north-1",
+            ),
+            (
+                "210987654321.dkr.ecr-fips.us-gov-west-1.amazonaws.com/web:1",
+                "us-gov-west-1",
+            ),
             ("210987654321.dkr-ecr.ap-south-1.on.aws/web:1", "ap-south-1"),
-            ("https://210987654321.dkr.ecr.us-east-2.amazonaws.com/web:1", "us-east-2"),
+            (
+                "https://210987654321.dkr.ecr.us-east-2.amazonaws.com/web:1",
+                "us-east-2",
+            ),
         ] {
             let u = parse(uri).unwrap_or_else(|e| panic!("{uri}: {e}"));
             assert_eq!(u.region, region, "{uri}");
@@ -227,14 +247,35 @@ mod tests {
     #[test]
     fn malformed_uris_are_refused_with_the_reason_and_the_expected_form() {
         for (uri, reason) in [
-            ("123456789012.dkr.ecr.us-east-1.amazonaws.com", "no repository path"),
+            (
+                "123456789012.dkr.ecr.us-east-1.amazonaws.com",
+                "no repository path",
+            ),
             ("docker.io/library/nginx:1", "not an ECR registry"),
-            ("12345.dkr.ecr.us-east-1.amazonaws.com/web:1", "not an ECR registry"),
-            ("123456789012.dkr.ecr.us-east-1.amazonaws.com/web", "neither a tag nor a digest"),
-            ("123456789012.dkr.ecr.us-east-1.amazonaws.com/Web:1", "invalid repository name"),
-            ("123456789012.dkr.ecr.us-east-1.amazonaws.com/web:", "invalid tag"),
-            ("123456789012.dkr.ecr.us-east-1.amazonaws.com/web@sha256:xyz", "invalid digest"),
-            ("123456789012.dkr.ecr.us-east-1.amazonaws.com/web:a b", "invalid tag"),
+            (
+                "12345.dkr.ecr.us-east-1.amazonaws.com/web:1",
+                "not an ECR registry",
+            ),
+            (
+                "123456789012.dkr.ecr.us-east-1.amazonaws.com/web",
+                "neither a tag nor a digest",
+            ),
+            (
+                "123456789012.dkr.ecr.us-east-1.amazonaws.com/Web:1",
+                "invalid repository name",
+            ),
+            (
+                "123456789012.dkr.ecr.us-east-1.amazonaws.com/web:",
+                "invalid tag",
+            ),
+            (
+                "123456789012.dkr.ecr.us-east-1.amazonaws.com/web@sha256:xyz",
+                "invalid digest",
+            ),
+            (
+                "123456789012.dkr.ecr.us-east-1.amazonaws.com/web:a b",
+                "invalid tag",
+            ),
         ] {
             let e = parse(uri).unwrap_err();
             assert!(e.reason.contains(reason), "{uri}: {}", e.reason);
