@@ -175,6 +175,19 @@ fn log_outcomes(records: &[ResultRecord]) {
         let status = r.status.as_str();
         let error_code = r.error_code.as_deref().unwrap_or("");
         let message = r.message.as_deref().unwrap_or("");
+        // An audit trail of every AMI / snapshot / ECR image touched (or left) for this ARN.
+        for e in &r.output_resources {
+            tracing::info!(
+                arn,
+                resourceType = e.kind.as_str(),
+                resourceId = e.id.as_str(),
+                region = e.region.as_str(),
+                status = e.status.as_str(),
+                errorCode = e.error_code.as_deref().unwrap_or(""),
+                message = e.message.as_deref().unwrap_or(""),
+                "output resource"
+            );
+        }
         if r.status.is_success() {
             tracing::info!(
                 arn,

@@ -110,6 +110,17 @@ pub enum ResourceKind {
     ContainerImage,
 }
 
+impl ResourceKind {
+    /// The camelCase name used in the report and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceKind::Ami => "ami",
+            ResourceKind::Snapshot => "snapshot",
+            ResourceKind::ContainerImage => "containerImage",
+        }
+    }
+}
+
 /// What happened to one output resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "camelCase")]
