@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 
 use crate::engine::Execution;
 use crate::outcome::Status;
+use crate::output_resources::ResourceStatus;
 
 /// The CloudWatch namespace.
 pub const NAMESPACE: &str = "ImagebuilderReaper";
@@ -30,7 +31,8 @@ const STATUS_METRICS: [(Status, &str); 7] = [
 /// Builds the EMF record: counts per status, `DeadLettered`, `HandedBack` (retryable units
 /// returned to the caller), `DeleteImageCalls` and `DeleteImageLatency` (milliseconds; at
 /// most 100 values — past that, 100 evenly spaced quantiles of the sorted latencies, so
-/// percentiles stay right). Dimension `FunctionName` when known.
+/// percentiles stay right); with output resources (issue 5) also `OutputResourcesDeleted`,
+/// `OutputResourcesSkipped` and `OutputResourcesFailed`. Dimension `FunctionName` when known.
 pub fn emf_record(exec: &Execution, function_name: Option<&str>, timestamp_ms: u64) -> Value {
     let mut counts = [0usize; 7];
     let mut dead_lettered = 0;
@@ -57,6 +59,18 @@ pub fn emf_record(exec: &Execution, function_name: Option<&str>, timestamp_ms: u
     count("DeadLettered", dead_lettered);
     count("HandedBack", exec.handed_back.len());
     count("DeleteImageCalls", exec.delete_latencies.len());
+    // Issue 5: only when output resources were looked at, so the default record is unchanged.
+    let pieces: Vec<ResourceStatus> = exec
+        .records
+        .iter()
+        .flat_map(|r| r.output_resources.iter().map(|e| e.status))
+        .collect();
+    if !pieces.is_empty() {
+        let n = |f: fn(ResourceStatus) -> bool| pieces.iter().filter(|s| f(**s)).count();
+        count("OutputResourcesDeleted", n(|s| s == ResourceStatus::Deleted));
+        count("OutputResourcesSkipped", n(ResourceStatus::is_skipped));
+        count("OutputResourcesFailed", n(|s| s == ResourceStatus::Failed));
+    }
     if !exec.delete_latencies.is_empty() {
         definitions.push(json!({"Name": "DeleteImageLatency", "Unit": "Milliseconds"}));
         root.insert(
@@ -159,6 +173,28 @@ mod tests {
         for d in defs {
             assert!(v.get(d["Name"].as_str().unwrap()).is_some());
         }
+    }
+
+    #[test]
+    fn output_resource_counts_appear_only_when_output_resources_were_looked_at() {
+        use crate::output_resources::{ResourceEntry, ResourceKind};
+        // GIVEN no output resources THEN no such metric
+        assert!(emf_record(&exec(1), None, 0).get("OutputResourcesDeleted").is_none());
+        // GIVEN an ARN with a deleted AMI, a skipped snapshot and a failed container image
+        let mut e = exec(1);
+        let piece = |status| ResourceEntry::new(ResourceKind::Ami, "x", "us-east-1", None, status);
+        e.records[0].output_resources = vec![
+            piece(ResourceStatus::Deleted),
+            piece(ResourceStatus::SkippedInUse),
+            piece(ResourceStatus::Failed),
+        ];
+        // WHEN recorded THEN each is counted, with a definition
+        let v = emf_record(&e, None, 0);
+        assert_eq!(v["OutputResourcesDeleted"], 1);
+        assert_eq!(v["OutputResourcesSkipped"], 1);
+        assert_eq!(v["OutputResourcesFailed"], 1);
+        let defs = v["_aws"]["CloudWatchMetrics"][0]["Metrics"].to_string();
+        assert!(defs.contains("OutputResourcesFailed"));
     }
 
     #[test]
