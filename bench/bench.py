@@ -442,6 +442,15 @@ def main():
         finally:
             emu.stop()
 
+    # Lambda gives a function CPU in proportion to its memory (1,769 MB = one vCPU), so the
+    # CPU time measured here bounds the wall time there, whatever the latency.
+    for n in (1000, 10000):
+        if "runs_%d" % n in R:
+            cpu = statistics.median(r["cpu"] for r in R["runs_%d" % n])
+            est = "; ".join("%d MB: ≥ %s" % (mb, fmt_s(cpu / (mb / 1769.0))) for mb in (128, 256, 1769))
+            rows.append(("Lambda CPU-share floor for N=%d (CPU time ÷ vCPU share)" % n, est,
+                         "(estimate: 1,769 MB = 1 vCPU; template.yaml uses 256 MB)", "—"))
+
     # 4. peak memory
     if "runs_10000" in R:
         hwm = max(r["hwm_kib"] for r in R["runs_10000"])
