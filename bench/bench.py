@@ -415,7 +415,9 @@ def main():
                              "%s median of %d (min %s, max %s); limit ceil(N/C)·L = %s; ratio %.3f×; "
                              "function CPU time %s (%.0f µs per ARN)" % (
                                  fmt_s(med), reps, fmt_s(min(walls)), fmt_s(max(walls)), fmt_s(limit), med / limit,
-                                 fmt_s(cpu), cpu / n * 1e6),
+                                 fmt_s(cpu), cpu / n * 1e6)
+                             + ("; %.3f× the limit at the emulator's measured round trip" % (
+                                 med / (math.ceil(n / c) * R["rtt"])) if "rtt" in R else ""),
                              "≤ 1.15× limit" if n == 1000 else "(no target; ≤ 1.15× for reference)",
                              verdict(med / limit <= 1.15)))
             if want("boto3"):
