@@ -614,12 +614,24 @@ impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Engine<'_, I, D,
             .filter_map(|(g, units)| g.as_deref().map(|g| (g, units)))
             .flat_map(|(g, units)| units.iter().map(move |&u| (u, g)))
             .collect();
-        let blocked_message = |u: usize| {
-            format!(
+        // An item of a FIFO record that was not processed because an earlier record of its
+        // group is handed back: handed back too, with the group named.
+        let blocked_record = |subject: Subject, u: usize| ResultRecord {
+            subject,
+            status: Status::NotAttempted,
+            request_id: None,
+            error_code: Some(FIFO_GROUP_BLOCKED.to_string()),
+            message: Some(format!(
                 "not processed: an earlier record of FIFO message group {:?} in this batch \
                  needs a retry, so this record is handed back to keep the group's order",
                 group_of_unit.get(&u).copied().unwrap_or_default()
-            )
+            )),
+            retryable: Some(true),
+            attempts: 0,
+            latency_ms: 0,
+            dead_lettered: false,
+            handed_back: true,
+            output_resources: Vec::new(),
         };
         let mut blocked_by: Vec<Option<usize>> = vec![None; plan.tasks.len()];
         let mut rejected_blocked_by: Vec<Option<usize>> = vec![None; plan.rejected.len()];
@@ -642,19 +654,10 @@ impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Engine<'_, I, D,
                     rec.handed_back = task_handed_back[t];
                     rec
                 }
-                None => ResultRecord {
-                    subject: Subject::Arn(plan.tasks[t].arn.as_str().to_string()),
-                    status: Status::NotAttempted,
-                    request_id: None,
-                    error_code: Some(FIFO_GROUP_BLOCKED.to_string()),
-                    message: Some(blocked_message(blocked_by[t].unwrap_or_default())),
-                    retryable: Some(true),
-                    attempts: 0,
-                    latency_ms: 0,
-                    dead_lettered: false,
-                    handed_back: true,
-                    output_resources: Vec::new(),
-                },
+                None => blocked_record(
+                    Subject::Arn(plan.tasks[t].arn.as_str().to_string()),
+                    blocked_by[t].unwrap_or_default(),
+                ),
             };
             records.push(rec);
         }
@@ -673,19 +676,7 @@ impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Engine<'_, I, D,
                     handed_back: fin == Final::HandedBack,
                     output_resources: Vec::new(),
                 },
-                (None, u) => ResultRecord {
-                    subject: Subject::Input(rej.input),
-                    status: Status::NotAttempted,
-                    request_id: None,
-                    error_code: Some(FIFO_GROUP_BLOCKED.to_string()),
-                    message: Some(blocked_message(u.unwrap_or_default())),
-                    retryable: Some(true),
-                    attempts: 0,
-                    latency_ms: 0,
-                    dead_lettered: false,
-                    handed_back: true,
-                    output_resources: Vec::new(),
-                },
+                (None, u) => blocked_record(Subject::Input(rej.input), u.unwrap_or_default()),
             };
             records.push(rec);
         }
