@@ -67,7 +67,10 @@ pub fn emf_record(exec: &Execution, function_name: Option<&str>, timestamp_ms: u
         .collect();
     if !pieces.is_empty() {
         let n = |f: fn(ResourceStatus) -> bool| pieces.iter().filter(|s| f(**s)).count();
-        count("OutputResourcesDeleted", n(|s| s == ResourceStatus::Deleted));
+        count(
+            "OutputResourcesDeleted",
+            n(|s| s == ResourceStatus::Deleted),
+        );
         count("OutputResourcesSkipped", n(ResourceStatus::is_skipped));
         count("OutputResourcesFailed", n(|s| s == ResourceStatus::Failed));
     }
@@ -179,7 +182,9 @@ mod tests {
     fn output_resource_counts_appear_only_when_output_resources_were_looked_at() {
         use crate::output_resources::{ResourceEntry, ResourceKind};
         // GIVEN no output resources THEN no such metric
-        assert!(emf_record(&exec(1), None, 0).get("OutputResourcesDeleted").is_none());
+        assert!(emf_record(&exec(1), None, 0)
+            .get("OutputResourcesDeleted")
+            .is_none());
         // GIVEN an ARN with a deleted AMI, a skipped snapshot and a failed container image
         let mut e = exec(1);
         let piece = |status| ResourceEntry::new(ResourceKind::Ami, "x", "us-east-1", None, status);
