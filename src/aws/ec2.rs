@@ -6,10 +6,7 @@
 //! classified here, once, through [`ModelledClass`] on each operation's error (matching
 //! [`ProvideErrorMetadata::code`]), and everything else by the shared [`classify`].
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
-use aws_config::{Region, SdkConfig};
+use aws_config::SdkConfig;
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::operation::delete_snapshot::DeleteSnapshotError;
 use aws_sdk_ec2::operation::deregister_image::DeregisterImageError;
@@ -20,6 +17,7 @@ use aws_sdk_ec2::Client;
 use aws_smithy_runtime_api::client::result::SdkError;
 
 use super::classify::{classify, ModelledClass};
+use super::RegionalClients;
 use crate::ports::{AmiDescription, Amis, CallError, ErrorClass, Removal};
 
 /// EC2 codes meaning "already gone" (an AMI deregistered or never there, a deleted snapshot).
@@ -58,32 +56,26 @@ ec2_errors!(
 /// [`Amis`] backed by the AWS SDK.
 #[derive(Debug)]
 pub struct Ec2 {
-    base: SdkConfig,
-    clients: Mutex<HashMap<String, Client>>,
+    clients: RegionalClients<Client>,
 }
 
 impl Ec2 {
     /// No client is built until the first call for a region.
     pub fn new(base: &SdkConfig) -> Self {
         Ec2 {
-            base: base.clone(),
-            clients: Mutex::new(HashMap::new()),
+            clients: RegionalClients::new(base, |base, region| {
+                Client::from_conf(
+                    aws_sdk_ec2::config::Builder::from(base)
+                        .region(region)
+                        .build(),
+                )
+            }),
         }
     }
 
-    /// The cached client for `region` (endpoint from `AWS_ENDPOINT_URL_EC2` /
-    /// `AWS_ENDPOINT_URL` through the shared configuration).
+    /// The cached client for `region` (endpoint from `AWS_ENDPOINT_URL_EC2`).
     pub fn client(&self, region: &str) -> Client {
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        clients
-            .entry(region.to_string())
-            .or_insert_with(|| {
-                let conf = aws_sdk_ec2::config::Builder::from(&self.base)
-                    .region(Region::new(region.to_string()))
-                    .build();
-                Client::from_conf(conf)
-            })
-            .clone()
+        self.clients.get(region)
     }
 }
 

@@ -6,15 +6,13 @@
 //! modelled errors ([`ModelledClass`]); per-image failures by their [`ImageFailureCode`],
 //! here, once ([`failure_class`]).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
-use aws_config::{Region, SdkConfig};
+use aws_config::SdkConfig;
 use aws_sdk_ecr::operation::batch_delete_image::BatchDeleteImageError;
 use aws_sdk_ecr::types::{ImageFailure, ImageFailureCode, ImageIdentifier};
 use aws_sdk_ecr::Client;
 
 use super::classify::{classify, ModelledClass};
+use super::RegionalClients;
 use crate::output_resources::uri::ImageReference;
 use crate::ports::{CallError, ContainerImages, ErrorClass, Removal};
 
@@ -59,32 +57,26 @@ pub fn failure_class(code: Option<&ImageFailureCode>) -> FailureClass {
 /// [`ContainerImages`] backed by the AWS SDK.
 #[derive(Debug)]
 pub struct Ecr {
-    base: SdkConfig,
-    clients: Mutex<HashMap<String, Client>>,
+    clients: RegionalClients<Client>,
 }
 
 impl Ecr {
     /// No client is built until the first call for a region.
     pub fn new(base: &SdkConfig) -> Self {
         Ecr {
-            base: base.clone(),
-            clients: Mutex::new(HashMap::new()),
+            clients: RegionalClients::new(base, |base, region| {
+                Client::from_conf(
+                    aws_sdk_ecr::config::Builder::from(base)
+                        .region(region)
+                        .build(),
+                )
+            }),
         }
     }
 
-    /// The cached client for `region` (endpoint from `AWS_ENDPOINT_URL_ECR` /
-    /// `AWS_ENDPOINT_URL` through the shared configuration).
+    /// The cached client for `region` (endpoint from `AWS_ENDPOINT_URL_ECR`).
     pub fn client(&self, region: &str) -> Client {
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        clients
-            .entry(region.to_string())
-            .or_insert_with(|| {
-                let conf = aws_sdk_ecr::config::Builder::from(&self.base)
-                    .region(Region::new(region.to_string()))
-                    .build();
-                Client::from_conf(conf)
-            })
-            .clone()
+        self.clients.get(region)
     }
 }
 

@@ -4,14 +4,12 @@
 //! life of the process (so connections are reused across invocations); each ARN is sent
 //! through the client of **its own** region, so the request is signed for that region.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
-use aws_config::{Region, SdkConfig};
+use aws_config::SdkConfig;
 use aws_sdk_imagebuilder::operation::RequestId;
 use aws_sdk_imagebuilder::Client;
 
 use super::classify::classify;
+use super::RegionalClients;
 use crate::arn::ImageArn;
 use crate::output_resources::{OutputAmi, OutputContainer, OutputResources};
 use crate::ports::{CallError, Deleted, ImageInfo, Images};
@@ -19,31 +17,26 @@ use crate::ports::{CallError, Deleted, ImageInfo, Images};
 /// [`Images`] backed by the AWS SDK.
 #[derive(Debug)]
 pub struct ImageBuilder {
-    base: SdkConfig,
-    clients: Mutex<HashMap<String, Client>>,
+    clients: RegionalClients<Client>,
 }
 
 impl ImageBuilder {
-    /// No client is built (and nothing is resolved) until the first call for a region.
+    /// No client is built until the first call for a region.
     pub fn new(base: &SdkConfig) -> Self {
         ImageBuilder {
-            base: base.clone(),
-            clients: Mutex::new(HashMap::new()),
+            clients: RegionalClients::new(base, |base, region| {
+                Client::from_conf(
+                    aws_sdk_imagebuilder::config::Builder::from(base)
+                        .region(region)
+                        .build(),
+                )
+            }),
         }
     }
 
-    /// The cached client for `region` (cheap: clients are reference-counted handles).
+    /// The cached client for `region`.
     pub fn client(&self, region: &str) -> Client {
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        clients
-            .entry(region.to_string())
-            .or_insert_with(|| {
-                let conf = aws_sdk_imagebuilder::config::Builder::from(&self.base)
-                    .region(Region::new(region.to_string()))
-                    .build();
-                Client::from_conf(conf)
-            })
-            .clone()
+        self.clients.get(region)
     }
 }
 

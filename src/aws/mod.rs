@@ -15,6 +15,8 @@ pub mod ecr;
 pub mod imagebuilder;
 pub mod sqs;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
@@ -66,4 +68,35 @@ pub async fn load_sdk_config(overrides: SdkOverrides) -> SdkConfig {
         loader = loader.region(Region::new(region));
     }
     loader.load().await
+}
+
+/// One service's clients, one per region, built lazily from the shared [`SdkConfig`] and
+/// cached for the life of the process: connections are reused across invocations, and each
+/// resource is reached through a client of **its own** region, so the request is signed for
+/// that region. Endpoints still come from `AWS_ENDPOINT_URL_<SERVICE>` through the config.
+#[derive(Debug)]
+pub struct RegionalClients<C> {
+    base: SdkConfig,
+    build: fn(&SdkConfig, Region) -> C,
+    clients: Mutex<HashMap<String, C>>,
+}
+
+impl<C: Clone> RegionalClients<C> {
+    /// No client is built (and nothing is resolved) until the first call for a region.
+    pub fn new(base: &SdkConfig, build: fn(&SdkConfig, Region) -> C) -> Self {
+        RegionalClients {
+            base: base.clone(),
+            build,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The cached client for `region` (cheap: clients are reference-counted handles).
+    pub fn get(&self, region: &str) -> C {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        clients
+            .entry(region.to_string())
+            .or_insert_with(|| (self.build)(&self.base, Region::new(region.to_string())))
+            .clone()
+    }
 }
