@@ -69,6 +69,7 @@ async fn get_image_returns_the_image_structure() {
         output_resources: Some(
             json!({"amis": [], "containers": [{"region": "eu-west-1", "imageUris": ["x"]}]}),
         ),
+        ..Default::default()
     }]);
     let mut c = Conn::connect(addr).await;
 
