@@ -6,7 +6,7 @@ use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 
-use ib_emulator::{Emulator, Faults, SeedImage};
+use ib_emulator::{Emulator, Faults, RateLimit, SeedImage};
 
 const USAGE: &str = "\
 ib-emulator: local EC2 Image Builder emulator (REST-JSON, imagebuilder 2019-12-02)
@@ -16,18 +16,22 @@ USAGE:
 
 OPTIONS:
     --port N             port on 127.0.0.1 (default 0 = any free port)
-    --seed FILE          JSON array of images: [{\"arn\", \"state\"?, \"tags\"?, \"outputResources\"?}]
+    --seed FILE          JSON array of images:
+                         [{\"arn\", \"state\"?, \"tags\"?, \"outputResources\"?, \"dateCreated\"?}]
     --latency-ms N       fixed latency per API call
     --jitter-ms N        extra uniform latency 0..=N per call
     --throttle-rate F    fraction of calls answered 429 CallRateLimitExceededException
     --error-rate F       fraction of calls answered 500 ServiceException / 503 ServiceUnavailableException
-    --max-rps F          token-bucket request rate limit; excess answered 429
+    --max-rps F          token-bucket request rate limit over all operations; excess answered 429
+    --rate-limit OP=RATE[/BURST]
+                         token bucket for one operation (e.g. DeleteImage=100/10), shared by
+                         all callers; BURST defaults to one second's worth; repeatable
     --implicit-images    every valid build-version ARN not yet deleted exists
     --verbose            log every call to stderr
     -h, --help           this text
 
 Point SDK clients at it with AWS_ENDPOINT_URL_IMAGEBUILDER=http://127.0.0.1:PORT.
-Control API (no auth): /_emulator/{health,images,faults,script,calls,stats,reset-stats}.
+Control API (no auth): /_emulator/{health,images,history,faults,script,calls,stats,reset-stats}.
 ";
 
 struct Options {
@@ -76,6 +80,10 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
                 }
                 opts.faults.max_rps = Some(r);
             }
+            "--rate-limit" => {
+                let (op, limit) = rate_limit(&value(&flag)?)?;
+                opts.faults.rate_limits.insert(op, limit);
+            }
             "--implicit-images" => opts.faults.implicit_images = true,
             "--verbose" | "-v" => opts.verbose = true,
             other => return Err(format!("unknown argument {other:?} (see --help)")),
@@ -91,6 +99,27 @@ fn rate(flag: &str, v: String) -> Result<f64, String> {
             "{flag}: expected a fraction between 0 and 1, got {v:?}"
         )),
     }
+}
+
+/// Parses `OP=RATE[/BURST]`: RATE ≥ 0 per second, BURST ≥ 0 (default one second's worth,
+/// at least 1).
+fn rate_limit(v: &str) -> Result<(String, RateLimit), String> {
+    let usage = || format!("--rate-limit: expected OP=RATE[/BURST], got {v:?}");
+    let (op, spec) = v.split_once('=').ok_or_else(usage)?;
+    let (rate, burst) = match spec.split_once('/') {
+        Some((r, b)) => (r, Some(b)),
+        None => (spec, None),
+    };
+    let number = |s: &str| s.parse::<f64>().ok().filter(|n| n.is_finite() && *n >= 0.0);
+    let rate = number(rate).ok_or_else(usage)?;
+    let mut limit = RateLimit::per_second(rate);
+    if let Some(b) = burst {
+        limit.burst = number(b).ok_or_else(usage)?;
+    }
+    if op.is_empty() {
+        return Err(usage());
+    }
+    Ok((op.to_string(), limit))
 }
 
 fn load_seed(path: &str) -> Result<Vec<SeedImage>, String> {
@@ -149,4 +178,50 @@ async fn main() -> ExitCode {
         eprintln!("ib-emulator: shutting down");
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_flags_parse_and_repeat() {
+        // GIVEN two --rate-limit flags, with and without a burst
+        let args = [
+            "--rate-limit",
+            "DeleteImage=100/10",
+            "--rate-limit=GetImage=0.5",
+        ];
+        // WHEN parsed
+        let opts = parse_args(args.iter().map(|s| s.to_string()))
+            .unwrap()
+            .unwrap();
+        // THEN each operation has its bucket; a missing burst is one second's worth (≥ 1)
+        let limits = &opts.faults.rate_limits;
+        assert_eq!(
+            limits["DeleteImage"],
+            RateLimit {
+                rate: 100.0,
+                burst: 10.0
+            }
+        );
+        assert_eq!(
+            limits["GetImage"],
+            RateLimit {
+                rate: 0.5,
+                burst: 1.0
+            }
+        );
+        // AND malformed values are refused with the expected form
+        for bad in [
+            "DeleteImage",
+            "=5",
+            "DeleteImage=-1",
+            "DeleteImage=5/x",
+            "X=nan",
+        ] {
+            let e = parse_args(["--rate-limit", bad].iter().map(|s| s.to_string()));
+            assert!(e.is_err_and(|m| m.contains("OP=RATE")), "{bad}");
+        }
+    }
 }
