@@ -465,4 +465,65 @@ mod tests {
         assert_eq!(a.matches('-').count(), 4);
         assert_ne!(a, b);
     }
+
+    #[test]
+    fn iso_timestamps_round_trip_and_reject_other_forms() {
+        // GIVEN timestamps in the service's form
+        for ts in [
+            "1970-01-01T00:00:00.000Z",
+            "2024-02-29T23:59:59.999Z",
+            "2026-11-01T10:00:00.000Z",
+        ] {
+            // THEN they round-trip through epoch milliseconds
+            assert_eq!(format_iso_ms(parse_iso_ms(ts).unwrap()), ts);
+        }
+        assert_eq!(
+            parse_iso_ms("2026-11-01T10:00:00Z"),
+            Some(1_793_527_200_000)
+        );
+        assert_eq!(
+            parse_iso_ms("2026-11-01T10:00:00.5Z"),
+            Some(1_793_527_200_500)
+        );
+        for bad in [
+            "",
+            "2026-11-01",
+            "2026-13-01T00:00:00Z",
+            "2026-11-01T10:00:00",
+            "x",
+        ] {
+            assert_eq!(parse_iso_ms(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn tokens_round_trip_for_their_operation_only() {
+        let arn = "arn:aws:imagebuilder:us-east-1:123456789012:image/web/1.0.0/3";
+        let token = encode_token("ListImageBuildVersions", arn);
+        assert_eq!(
+            decode_token("ListImageBuildVersions", &token).as_deref(),
+            Some(arn)
+        );
+        assert_eq!(decode_token("ListImages", &token), None);
+        assert_eq!(
+            decode_token("ListImageBuildVersions", "ibemu1.ListImageBuildVersions.f"),
+            None
+        );
+        assert_eq!(
+            decode_token("ListImageBuildVersions", "ibemu1.ListImageBuildVersions.ff"),
+            None
+        );
+    }
+
+    #[test]
+    fn sort_keys_order_versions_and_builds_numerically() {
+        let key = |a: &str| parse_build_version_arn(a).unwrap().sort_key();
+        let base = "arn:aws:imagebuilder:us-east-1:123456789012:image/web";
+        assert!(key(&format!("{base}/1.9.0/1")) < key(&format!("{base}/1.10.0/1")));
+        assert!(key(&format!("{base}/1.0.0/9")) < key(&format!("{base}/1.0.0/10")));
+        // A number too large for u64 sorts last instead of panicking.
+        assert!(
+            key(&format!("{base}/1.0.0/9")) < key(&format!("{base}/1.0.0/99999999999999999999999"))
+        );
+    }
 }
