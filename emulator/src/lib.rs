@@ -15,8 +15,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod ec2;
 pub mod model;
 mod server;
+
+pub use ec2::Ec2Front;
 
 use model::ImageRecord;
 
