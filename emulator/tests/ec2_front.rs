@@ -177,7 +177,7 @@ async fn references_paginate_with_next_token() {
     let token = p1
         .first("nextToken")
         .expect("a next token after a full page");
-    let token_param = format!("NextToken={}", ec2_support_encode(&token));
+    let token_param = format!("NextToken={}", ec2_support::encode(&token));
     let p2 = describe_references(
         &f,
         region,
@@ -226,17 +226,6 @@ async fn references_paginate_with_next_token() {
     )
     .await;
     assert_eq!(small.error_code().as_deref(), Some("InvalidParameterValue"));
-}
-
-fn ec2_support_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -465,8 +454,7 @@ async fn deregister_image_of_a_protected_ami_fails_until_protection_is_off() {
 
 #[tokio::test]
 async fn scripted_503_fails_the_next_calls_and_is_recorded() {
-    // GIVEN DescribeImageReferences scripted to fail 3 times (over HTTP) and DescribeImages
-    // always (in process)
+    // GIVEN DescribeImageReferences scripted over HTTP to fail 3 times
     let region = "eu-west-1";
     let f = front().await;
     let ami = register_image(f.addr(), region, "faulty").await;
@@ -479,6 +467,64 @@ async fn scripted_503_fails_the_next_calls_and_is_recorded() {
     )
     .await;
     assert_eq!(set.status, 200, "{}", set.body);
+    f.clear_calls();
+    let params = [
+        format!("ImageId.1={ami}"),
+        "IncludeAllResourceTypes=true".to_string(),
+    ];
+    let params: Vec<&str> = params.iter().map(String::as_str).collect();
+
+    // WHEN it is called 4 times
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        let r = ec2(f.addr(), region, "DescribeImageReferences", &params).await;
+        answers.push((r.status, r.error_code()));
+    }
+
+    // THEN three EC2-shaped 503s come first, then the real answer
+    let unavailable = (503, Some("ServiceUnavailable".to_string()));
+    assert_eq!(
+        answers,
+        [
+            unavailable.clone(),
+            unavailable.clone(),
+            unavailable,
+            (200, None)
+        ]
+    );
+    // AND every call is recorded with its operation, signing region and who answered
+    let summary: Vec<(String, Option<String>, u16, String)> = f
+        .calls()
+        .into_iter()
+        .map(|c| (c.operation, c.region, c.status, c.answered_by))
+        .collect();
+    let call = |status: u16, by: &str| {
+        let op = "DescribeImageReferences".to_string();
+        (op, Some(region.to_string()), status, by.to_string())
+    };
+    assert_eq!(
+        summary,
+        [
+            call(503, "fault"),
+            call(503, "fault"),
+            call(503, "fault"),
+            call(200, "front")
+        ]
+    );
+    let over_http = http(f.addr(), "GET", "/_ec2/calls", &[], "").await;
+    assert!(
+        over_http.body.contains("\"answeredBy\":\"fault\""),
+        "{}",
+        over_http.body
+    );
+    // AND the used-up fault is gone
+    assert!(f.faults().is_empty());
+}
+
+#[tokio::test]
+async fn fault_set_to_always_stays_until_cleared() {
+    // GIVEN DescribeImages scripted in process to fail on every call
+    let f = front().await;
     f.set_fault(
         "DescribeImages",
         Ec2Fault {
@@ -488,66 +534,27 @@ async fn scripted_503_fails_the_next_calls_and_is_recorded() {
             times: None,
         },
     );
-    f.clear_calls();
-    let params = [
-        format!("ImageId.1={ami}"),
-        "IncludeAllResourceTypes=true".to_string(),
-    ];
-    let params: Vec<&str> = params.iter().map(String::as_str).collect();
 
-    // WHEN DescribeImageReferences is called 4 times and DescribeImages twice
-    let mut statuses = Vec::new();
-    for _ in 0..4 {
-        let r = ec2(f.addr(), region, "DescribeImageReferences", &params).await;
-        if r.status == 503 {
-            assert_eq!(r.error_code().as_deref(), Some("ServiceUnavailable"));
-        }
-        statuses.push(r.status);
-    }
+    // WHEN it is called twice
     for _ in 0..2 {
-        let r = ec2(f.addr(), region, "DescribeImages", &[]).await;
+        let r = ec2(f.addr(), "sa-east-1", "DescribeImages", &[]).await;
+        // THEN each call fails with the scripted error and moto is not asked
         assert_eq!(
             (r.status, r.error_code().as_deref()),
             (500, Some("InternalError"))
         );
+        assert!(r.body.contains("<Message>boom</Message>"));
     }
-
-    // THEN three 503s come first, then the real answer
-    assert_eq!(statuses, [503, 503, 503, 200]);
-    // AND every call is recorded with its operation, signing region and who answered
-    let calls = f.calls();
-    let summary: Vec<(&str, &str, u16, &str)> = calls
-        .iter()
-        .map(|c| {
-            (
-                c.operation.as_str(),
-                c.region.as_deref().unwrap_or("-"),
-                c.status,
-                c.answered_by.as_str(),
-            )
-        })
-        .collect();
     assert_eq!(
-        summary[..4],
-        [
-            ("DescribeImageReferences", region, 503, "fault"),
-            ("DescribeImageReferences", region, 503, "fault"),
-            ("DescribeImageReferences", region, 503, "fault"),
-            ("DescribeImageReferences", region, 200, "front"),
-        ]
+        f.calls().last().map(|c| c.error_code.clone()),
+        Some(Some("InternalError".into()))
     );
-    assert_eq!(calls[4].error_code.as_deref(), Some("InternalError"));
-    let over_http = http(f.addr(), "GET", "/_ec2/calls", &[], "").await;
-    assert!(
-        over_http.body.contains("\"answeredBy\":\"fault\""),
-        "{}",
-        over_http.body
-    );
-    // AND the always-fault stays until cleared, the counted one is used up
-    let faults = f.faults();
-    assert_eq!(faults.keys().collect::<Vec<_>>(), ["DescribeImages"]);
+
+    // WHEN the fault is cleared
     f.clear_faults();
-    ec2_ok(f.addr(), region, "DescribeImages", &[]).await;
+
+    // THEN moto answers again
+    ec2_ok(f.addr(), "sa-east-1", "DescribeImages", &[]).await;
 }
 
 #[tokio::test]

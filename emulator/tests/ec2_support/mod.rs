@@ -301,3 +301,15 @@ pub fn references(r: &Resp) -> Vec<(String, String)> {
         .zip(r.all("arn"))
         .collect()
 }
+
+/// Percent-encodes a form value the way the SDKs do.
+pub fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
