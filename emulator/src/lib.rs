@@ -12,6 +12,7 @@
 //! that (transitively) imports it back.
 
 mod control;
+pub mod ec2;
 mod emulator;
 mod faults;
 mod history;
@@ -20,6 +21,7 @@ mod request;
 mod server;
 mod state;
 
+pub use ec2::Ec2Front;
 pub use emulator::Emulator;
 pub use faults::{Faults, RateLimit};
 pub use history::{history, History};

@@ -1,12 +1,13 @@
 //! `ib-emulator` binary: runs the EC2 Image Builder emulator on 127.0.0.1 until SIGINT or
 //! SIGTERM. Prints exactly one line, `listening on 127.0.0.1:PORT`, to stdout once ready, so
-//! scripts can wait for it; everything else goes to stderr.
+//! scripts can wait for it; everything else goes to stderr. With `--ec2-upstream`, it also
+//! runs the EC2 front in front of moto and then prints `ec2 listening on 127.0.0.1:PORT`.
 
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 
-use ib_emulator::{Emulator, Faults, RateLimit, SeedImage};
+use ib_emulator::{Ec2Front, Emulator, Faults, RateLimit, SeedImage};
 
 const USAGE: &str = "\
 ib-emulator: local EC2 Image Builder emulator (REST-JSON, imagebuilder 2019-12-02)
@@ -28,10 +29,14 @@ OPTIONS:
                          all callers; BURST defaults to one second's worth; repeatable
     --implicit-images    every valid build-version ARN not yet deleted exists
     --verbose            log every call to stderr
+    --ec2-upstream URL   also run the EC2 front, forwarding to moto at URL (http://HOST:PORT)
+    --ec2-port N         the EC2 front's port on 127.0.0.1 (default 0 = any free port)
     -h, --help           this text
 
 Point SDK clients at it with AWS_ENDPOINT_URL_IMAGEBUILDER=http://127.0.0.1:PORT.
 Control API (no auth): /_emulator/{health,images,history,faults,script,calls,stats,reset-stats}.
+EC2 front: AWS_ENDPOINT_URL_EC2=http://127.0.0.1:PORT; control API /_ec2/{health,images,
+references,faults,calls}.
 ";
 
 struct Options {
@@ -39,6 +44,8 @@ struct Options {
     seed: Option<String>,
     faults: Faults,
     verbose: bool,
+    ec2_upstream: Option<String>,
+    ec2_port: Option<u16>,
 }
 
 fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, String> {
@@ -47,6 +54,8 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
         seed: None,
         faults: Faults::default(),
         verbose: false,
+        ec2_upstream: None,
+        ec2_port: None,
     };
     let mut args = args.peekable();
     while let Some(arg) = args.next() {
@@ -86,8 +95,13 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
             }
             "--implicit-images" => opts.faults.implicit_images = true,
             "--verbose" | "-v" => opts.verbose = true,
+            "--ec2-upstream" => opts.ec2_upstream = Some(value(&flag)?),
+            "--ec2-port" => opts.ec2_port = Some(num(&flag, value(&flag)?)?),
             other => return Err(format!("unknown argument {other:?} (see --help)")),
         }
+    }
+    if opts.ec2_port.is_some() && opts.ec2_upstream.is_none() {
+        return Err("--ec2-port needs --ec2-upstream".into());
     }
     Ok(Some(opts))
 }
@@ -162,6 +176,24 @@ async fn main() -> ExitCode {
     };
     println!("listening on {bound}");
     let _ = std::io::stdout().flush();
+    // Kept alive until exit: the front serves on the runtime's tasks.
+    let _ec2 = match &opts.ec2_upstream {
+        None => None,
+        Some(upstream) => {
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, opts.ec2_port.unwrap_or(0)));
+            match Ec2Front::start(upstream, addr).await {
+                Ok(front) => {
+                    println!("ec2 listening on {}", front.addr());
+                    let _ = std::io::stdout().flush();
+                    Some(front)
+                }
+                Err(e) => {
+                    eprintln!("ib-emulator: cannot start the EC2 front on {addr}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
 
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
