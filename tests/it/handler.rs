@@ -14,7 +14,7 @@ use imagebuilder_reaper::ports::ErrorClass;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::support::constants::{ACCOUNT, REQUEST_ID};
+use crate::support::constants::REQUEST_ID;
 use crate::support::fakes::{DlqMode, FakeDlq, Reply};
 use crate::support::fixtures::{arn, eventbridge_event, fifo_event, fixture, sqs_event};
 use crate::support::harness::{config, invocation, Harness};
@@ -289,7 +289,10 @@ async fn fifo_group_is_short_circuited_after_a_hand_back_and_other_groups_go_on(
     assert_eq!(w.images.calls_of("DeleteImage", &a2), 0);
     assert_eq!(w.images.calls_of("DeleteImage", &a3), 0);
     assert_eq!(h.status(&b1), Status::Deleted);
-    let blocked = h.report().results.iter()
+    let blocked = h
+        .report()
+        .results
+        .iter()
         .find(|r| r.status == Status::NotAttempted)
         .unwrap();
     assert_eq!(blocked.error_code.as_deref(), Some("FifoGroupBlocked"));
@@ -517,7 +520,10 @@ async fn protect_tag_skips_tagged_images_and_reads_each_image_first() {
     assert_eq!(w.images.calls_of("DeleteImage", &kept), 0);
     assert_eq!(w.images.calls_of("DeleteImage", &gone), 0);
     assert_eq!(w.images.calls_of("GetImage", &slow), 2);
-    let kept_record = h.report().results.iter()
+    let kept_record = h
+        .report()
+        .results
+        .iter()
         .find(|r| r.status == Status::Protected)
         .unwrap();
     assert!(kept_record
@@ -547,10 +553,7 @@ async fn protect_tag_read_failure_is_routed_like_a_delete_failure() {
     w.images.script_op(
         "GetImage",
         &x,
-        [Reply::Err(
-            ErrorClass::Permanent,
-            "ForbiddenException",
-        )],
+        [Reply::Err(ErrorClass::Permanent, "ForbiddenException")],
     );
     let h = w.run(&sqs_event(&[("m1", &x)])).await;
     assert_eq!(h.status(&x), Status::Failed);
@@ -666,7 +669,10 @@ async fn throttling_429_is_retried_up_to_max_attempts_and_no_further() {
     assert_eq!(w.images.calls_of("DeleteImage", &recovers), 5);
     assert_eq!(h.status(&recovers), Status::Deleted);
     assert_eq!(w.images.calls_of("DeleteImage", &never), 5);
-    let rec = h.report().results.iter()
+    let rec = h
+        .report()
+        .results
+        .iter()
         .find(|r| r.status == Status::Failed)
         .unwrap();
     assert_eq!(rec.attempts, Some(5));
@@ -974,10 +980,7 @@ fn error_types_are_the_three_stable_names() {
         ]
     );
     let e = ReaperError::from(
-        Config::from_lookup(|k| {
-            (k == "MAX_ATTEMPTS").then(|| "0".to_string())
-        })
-        .unwrap_err(),
+        Config::from_lookup(|k| (k == "MAX_ATTEMPTS").then(|| "0".to_string())).unwrap_err(),
     );
     let d: lambda_runtime::Diagnostic = e.into();
     assert_eq!(d.error_type, "ConfigurationError");

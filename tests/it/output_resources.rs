@@ -180,7 +180,8 @@ fn foreign_world(require_complete: bool) -> Harness {
 async fn a_foreign_account_ami_is_not_touched_and_does_not_block_by_default() {
     let w = foreign_world(false);
     let h = w.run(&direct(json!({}))).await;
-    let foreign = h.entry(IMAGE)
+    let foreign = h
+        .entry(IMAGE)
         .output_resources
         .iter()
         .find(|e| e.id == "ami-9")
@@ -233,7 +234,8 @@ async fn ecr_throttling_past_max_attempts_hands_an_sqs_record_back_without_delet
         .as_deref()
         .unwrap()
         .contains("DeleteImage was not called"));
-    let batch: Vec<_> = h.report()
+    let batch: Vec<_> = h
+        .report()
         .batch_item_failures
         .as_ref()
         .unwrap()
@@ -325,7 +327,8 @@ async fn a_retry_after_a_partial_cleanup_finds_the_rest_and_completes_the_job() 
     );
     assert!(!w.ec2.snapshot_exists("snap-2"));
     assert_eq!(second.entry(IMAGE).status, Status::Deleted);
-    assert!(second.report()
+    assert!(second
+        .report()
         .batch_item_failures
         .as_ref()
         .unwrap()
@@ -456,8 +459,7 @@ async fn a_bad_per_invocation_value_fails_the_invocation_naming_the_field() {
 #[tokio::test(start_paused = true)]
 async fn an_image_already_gone_is_already_deleted_and_nothing_else_is_called() {
     let w = with_standard_image(cleanup(Mode::All), Some(DlqMode::Up));
-    w.images
-        .script_op("GetImage", IMAGE, [Reply::not_found()]);
+    w.images.script_op("GetImage", IMAGE, [Reply::not_found()]);
     let h = w.run(&direct(json!({}))).await;
     assert_eq!(h.entry(IMAGE).status, Status::AlreadyDeleted);
     assert_eq!(w.log(), [format!("GetImage {IMAGE}")]);

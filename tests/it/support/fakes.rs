@@ -22,8 +22,8 @@ use imagebuilder_reaper::arn::ImageArn;
 use imagebuilder_reaper::output_resources::uri::ImageReference;
 use imagebuilder_reaper::output_resources::OutputResources;
 use imagebuilder_reaper::ports::{
-    AmiDescription, Amis, CallError, ContainerImages, DeadLetterMessage, DeadLetterSink,
-    Deleted, ErrorClass, ImageInfo, Images, Removal,
+    AmiDescription, Amis, CallError, ContainerImages, DeadLetterMessage, DeadLetterSink, Deleted,
+    ErrorClass, ImageInfo, Images, Removal,
 };
 use serde_json::Value;
 

@@ -130,20 +130,24 @@ impl Harness {
                 .map(|r| entries_for(r, item))
                 .unwrap_or_default();
             let gone = self.images.is_gone(item);
-            let deletion = |e: &&ResultEntry| matches!(e.status, Status::Deleted | Status::AlreadyDeleted);
+            let deletion = |s: Status| matches!(s, Status::Deleted | Status::AlreadyDeleted);
             // The report and Image Builder agree about what is gone.
-            if let Some(e) = entries.iter().find(deletion) {
-                assert!(gone, "{item}: reported {:?}, but Image Builder still has it", e.status);
+            if let Some(e) = entries.iter().find(|e| deletion(e.status)) {
+                assert!(
+                    gone,
+                    "{item}: reported {:?}, but Image Builder still has it",
+                    e.status
+                );
             }
             if gone && !entries.is_empty() {
                 assert!(
-                    entries.iter().any(deletion),
+                    entries.iter().any(|e| deletion(e.status)),
                     "{item}: Image Builder deleted it, but the report says {entries:?}"
                 );
             }
             let done_without_deleting = entries
                 .iter()
-                .any(|e| e.status.is_success() && !deletion(e));
+                .any(|e| e.status.is_success() && !deletion(e.status));
             let done = gone || done_without_deleting;
             let in_dlq = received
                 .iter()
