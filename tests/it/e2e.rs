@@ -14,20 +14,10 @@ use ib_emulator::{Faults, Step};
 use serde_json::{json, Value};
 
 use crate::support::cargo_lambda::CargoLambda;
-use crate::support::constants::ACCOUNT;
+use crate::support::constants::{ACCOUNT, STATUSES};
 use crate::support::fixtures::{arn, arn_in, fixture, fixture_names, sqs_event, sqs_event_from};
 use crate::support::moto::{self, Received};
 use crate::support::world::{result_for, spawn_function, Dlq, Setup, World};
-
-const STATUSES: &[&str] = &[
-    "deleted",
-    "alreadyDeleted",
-    "wouldDelete",
-    "protected",
-    "rejected",
-    "failed",
-    "notAttempted",
-];
 
 // ---------------------------------------------------------------------------------------
 // Report helpers

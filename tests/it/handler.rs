@@ -14,12 +14,22 @@ use imagebuilder_reaper::ports::ErrorClass;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::support::constants::REQUEST_ID;
+use crate::support::constants::{REQUEST_ID, STATUSES};
 use crate::support::fakes::{DlqMode, FakeDlq, Reply};
 use crate::support::fixtures::{arn, eventbridge_event, fifo_event, fixture, sqs_event};
-use crate::support::harness::{config, invocation, Harness};
+use crate::support::harness::{config, from_source, invocation, Harness};
 
 const NOT_AN_ARN: &str = "arn:aws:ec2:us-east-1::image/ami-0abcdef1234567890";
+
+/// The strings of a direct invocation's `imageBuildVersionArns`.
+fn arns_named_by(event: &Value) -> Vec<String> {
+    event["imageBuildVersionArns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
 
 // -------------------------------------------------------------------------------------
 // The routing table (SPEC §4): every invocation kind × failure kind × DLQ state
@@ -404,8 +414,7 @@ async fn dedup_scales_to_ten_thousand_arns() {
     // AND the report fits the response budget
     let json = h.report().to_json(5_000_000);
     assert!(json.len() < 5_000_000);
-    let items: Vec<(&str, &str)> = arns.iter().map(|a| (REQUEST_ID, a.as_str())).collect();
-    w.assert_accounted(&items, &h);
+    w.assert_accounted(&from_source(REQUEST_ID, &arns), &h);
 }
 
 // -------------------------------------------------------------------------------------
@@ -428,14 +437,8 @@ async fn env_dry_run_decides_everything_and_deletes_nothing() {
     assert!(r.summary.dry_run);
     assert_eq!(r.summary.would_delete, 1);
     assert_eq!(r.summary.rejected, 4);
-    let items: Vec<String> = event["imageBuildVersionArns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
-    let items: Vec<(&str, &str)> = items.iter().map(|i| (REQUEST_ID, i.as_str())).collect();
-    w.assert_accounted(&items, &h);
+    let items = arns_named_by(&event);
+    w.assert_accounted(&from_source(REQUEST_ID, &items), &h);
 }
 
 #[tokio::test(start_paused = true)]
@@ -594,8 +597,7 @@ async fn near_the_deadline_no_new_call_starts_and_the_invocation_returns_in_time
     assert!(dl
         .iter()
         .all(|m| m.body["errorCode"] == "DeadlineReached" && m.body["retryable"] == true));
-    let items: Vec<(&str, &str)> = arns.iter().map(|a| (REQUEST_ID, a.as_str())).collect();
-    w.assert_accounted(&items, &h);
+    w.assert_accounted(&from_source(REQUEST_ID, &arns), &h);
 }
 
 #[tokio::test(start_paused = true)]
@@ -764,14 +766,8 @@ async fn every_rejection_code_is_dead_lettered_with_its_reason() {
         assert!(codes.contains(&code.to_string()), "{code} in {codes:?}");
     }
     assert_eq!(w.images.delete_calls(), 1);
-    let items: Vec<String> = event["imageBuildVersionArns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
-    let items: Vec<(&str, &str)> = items.iter().map(|i| (REQUEST_ID, i.as_str())).collect();
-    w.assert_accounted(&items, &h);
+    let items = arns_named_by(&event);
+    w.assert_accounted(&from_source(REQUEST_ID, &items), &h);
 }
 
 #[tokio::test(start_paused = true)]
@@ -823,8 +819,7 @@ async fn dead_letters_go_in_batches_of_at_most_ten() {
     sizes.sort_unstable();
     assert_eq!(sizes, vec![5, 10, 10]);
     assert_eq!(h.report().summary.dead_lettered, 25);
-    let items: Vec<(&str, &str)> = arns.iter().map(|a| (REQUEST_ID, a.as_str())).collect();
-    w.assert_accounted(&items, &h);
+    w.assert_accounted(&from_source(REQUEST_ID, &arns), &h);
 }
 
 #[tokio::test(start_paused = true)]
@@ -838,8 +833,7 @@ async fn a_partially_failed_batch_is_retried_entry_by_entry() {
     assert_eq!(w.dlq.as_ref().unwrap().batch_sizes(), vec![3, 1, 1, 1]);
     assert_eq!(w.dead_letters().len(), 3);
     assert!(h.batch_failures().is_empty());
-    let items: Vec<(&str, &str)> = arns.iter().map(|a| ("m1", a.as_str())).collect();
-    w.assert_accounted(&items, &h);
+    w.assert_accounted(&from_source("m1", &arns), &h);
 }
 
 #[tokio::test(start_paused = true)]
@@ -886,8 +880,7 @@ async fn dlq_unavailable_error_counts_and_lists_what_was_not_dead_lettered() {
     assert!(msg.contains("and 10 more"), "{msg}");
     let diag: lambda_runtime::Diagnostic = err.clone().into();
     assert_eq!(diag.error_type, "DeadLetterQueueUnavailable");
-    let items: Vec<(&str, &str)> = arns.iter().map(|a| ("ev-9", a.as_str())).collect();
-    w.assert_accounted(&items, &h);
+    w.assert_accounted(&from_source("ev-9", &arns), &h);
 }
 
 // -------------------------------------------------------------------------------------
@@ -940,18 +933,11 @@ async fn report_shape_for_sqs_and_for_other_invocations() {
     let h = w.run(&json!([arn("y", 2)])).await;
     let v: Value = serde_json::from_str(&h.report().to_json(usize::MAX)).unwrap();
     assert!(v.get("batchItemFailures").is_none());
-    for key in [
-        "requested",
-        "deleted",
-        "alreadyDeleted",
-        "wouldDelete",
-        "protected",
-        "rejected",
-        "failed",
-        "notAttempted",
-        "deadLettered",
-        "dryRun",
-    ] {
+    for key in STATUSES
+        .iter()
+        .copied()
+        .chain(["requested", "deadLettered", "dryRun"])
+    {
         assert!(v["summary"].get(key).is_some(), "summary.{key}");
     }
 }

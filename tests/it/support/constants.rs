@@ -23,3 +23,14 @@ pub const DLQ_URL: &str = "https://sqs.us-east-1.amazonaws.com/123456789012/reap
 
 /// The standard work queue that made-up SQS events come from.
 pub const WORK_QUEUE_ARN: &str = "arn:aws:sqs:us-east-1:123456789012:work";
+
+/// The per-item statuses of the report, each also a count in its `summary`.
+pub const STATUSES: &[&str] = &[
+    "deleted",
+    "alreadyDeleted",
+    "wouldDelete",
+    "protected",
+    "rejected",
+    "failed",
+    "notAttempted",
+];

@@ -177,6 +177,12 @@ impl Harness {
     }
 }
 
+/// `(source, item)` for each of `items`, all named by the same source, as
+/// [`Harness::assert_accounted`] takes them.
+pub fn from_source<'a>(source: &'a str, items: &'a [String]) -> Vec<(&'a str, &'a str)> {
+    items.iter().map(|i| (source, i.as_str())).collect()
+}
+
 /// The report's entries for `item` (an ARN, or the raw input of a rejected item).
 fn entries_for<'a>(report: &'a Report, item: &str) -> Vec<&'a ResultEntry> {
     report

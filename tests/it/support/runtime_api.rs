@@ -242,17 +242,7 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Byt
         ("POST", ["2018-06-01", "runtime", "invocation", id, kind @ ("response" | "error")]) => {
             let id = id.to_string();
             let is_error = *kind == "error";
-            let header_error_type = req
-                .headers()
-                .get("lambda-runtime-function-error-type")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let body = req
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
+            let (header_error_type, body) = error_type_and_body(req).await;
             let Some(tx) = shared.in_flight.lock().unwrap().remove(&id) else {
                 return text(
                     StatusCode::BAD_REQUEST,
@@ -271,17 +261,7 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Byt
             text(StatusCode::ACCEPTED, r#"{"status":"OK"}"#)
         }
         ("POST", ["2018-06-01", "runtime", "init", "error"]) => {
-            let header_error_type = req
-                .headers()
-                .get("lambda-runtime-function-error-type")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let body = req
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
+            let (header_error_type, body) = error_type_and_body(req).await;
             *shared.init_error.lock().unwrap() = Some(error_reply(&body, header_error_type));
             shared.init_error_notify.notify_waiters();
             text(StatusCode::ACCEPTED, r#"{"status":"OK"}"#)
@@ -291,6 +271,22 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Byt
             r#"{"errorMessage":"no such Runtime API route"}"#,
         ),
     }
+}
+
+/// The `Lambda-Runtime-Function-Error-Type` header and the body of a function's POST.
+async fn error_type_and_body(req: Request<Incoming>) -> (Option<String>, Bytes) {
+    let header_error_type = req
+        .headers()
+        .get("lambda-runtime-function-error-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    (header_error_type, body)
 }
 
 fn error_reply(body: &[u8], header_error_type: Option<String>) -> ErrorReply {
