@@ -157,6 +157,7 @@ fn find_cycle(g: &Graph) -> Option<Vec<String>> {
 }
 
 fn crate_src(rel: &str) -> PathBuf {
+    // The integration tests run from the crate root; CARGO_MANIFEST_DIR names it.
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 

@@ -4,15 +4,16 @@
 //! (asl-validator and cfn-lint run in scripts/check-template).
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
 use imagebuilder_reaper::error::ERROR_TYPES;
 use serde_json::Value;
 
+use crate::support::process::repo_root;
+
 const ASL_PATH: &str = "statemachine/bulk-delete.asl.json";
 
 fn repo_file(rel: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel);
+    let path = repo_root().join(rel);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
