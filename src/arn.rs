@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-/// Why an item was rejected before reaching DeleteImage (SPEC §6, in precedence order).
+/// Why an item was rejected before reaching DeleteImage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RejectCode {
     /// An SQS body or item of no known shape.
@@ -353,7 +353,7 @@ pub struct Guards {
 }
 
 impl Guards {
-    /// First failing guard in SPEC order: PartitionMismatch, AccountNotAllowed, RegionNotAllowed.
+    /// First failing guard in the contract's order: PartitionMismatch, AccountNotAllowed, RegionNotAllowed.
     ///
     /// Two refusals go beyond a plain allow-list lookup, both because the delete could never
     /// succeed: an AWS-managed account (`aws`, `aws-marketplace`) is refused even with

@@ -1,4 +1,4 @@
-//! Configuration: the environment of SPEC §3, read and validated once at init.
+//! Configuration: the environment , read and validated once at init.
 //!
 //! [`Config::from_lookup`] is pure (it takes the lookup function) so every rule is unit
 //! tested without touching the process environment. Per-invocation facts (the function's own
@@ -70,7 +70,7 @@ pub struct ConfigError {
 pub const DEFAULT_REPORT_BUDGET_BYTES: usize = 5_000_000;
 
 impl Default for Config {
-    /// SPEC §3 defaults (no DLQ, own account only, any region).
+    /// defaults (no DLQ, own account only, any region).
     fn default() -> Self {
         Config {
             dead_letter_queue_url: None,
@@ -351,7 +351,7 @@ mod tests {
 
     #[test]
     fn defaults_match_the_spec() {
-        // GIVEN no variables WHEN read THEN SPEC §3 defaults
+        // GIVEN no variables WHEN read THEN defaults
         let c = config(&[]).unwrap();
         assert_eq!(c, Config::default());
         assert_eq!(c.max_concurrency, 8);
@@ -420,7 +420,7 @@ mod tests {
 
     #[test]
     fn output_resource_settings_are_read_and_checked() {
-        // GIVEN the two issue-5 variables WHEN read THEN parsed case-insensitively
+        // GIVEN the two output-resource variables WHEN read THEN parsed case-insensitively
         let c = config(&[
             ("DELETE_OUTPUT_RESOURCES", "All"),
             ("REQUIRE_COMPLETE_CLEANUP", "true"),

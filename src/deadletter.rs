@@ -72,7 +72,7 @@ struct BodySource<'a> {
     id: &'a str,
 }
 
-/// Builds one message (SPEC §5). `id` must be unique within any batch it is sent in.
+/// Builds one message. `id` must be unique within any batch it is sent in.
 pub fn message(id: String, failure: Failure<'_>, failed_at: SystemTime) -> DeadLetterMessage {
     let (arn, input) = match failure.subject {
         Subject::Arn(a) => (Some(a.as_str()), None),
@@ -265,7 +265,7 @@ mod tests {
             },
             SystemTime::UNIX_EPOCH,
         );
-        // THEN the body is the SPEC §5 shape and the attribute carries the code
+        // THEN the body is the shape and the attribute carries the code
         let v: Value = serde_json::from_str(&m.body).unwrap();
         assert_eq!(
             v,

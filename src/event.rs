@@ -1,4 +1,4 @@
-//! Event decoding (pure: no AWS SDK): every input shape of SPEC §2 → units of items.
+//! Event decoding (pure: no AWS SDK): every input shape  → units of items.
 //!
 //! This is the one decoding point. A *unit* is what the caller can retry on its own: one SQS
 //! record, or the whole invocation for EventBridge / direct / Step Functions. An *item* is
@@ -8,7 +8,7 @@ use aws_lambda_events::sqs::SqsMessage;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-/// How the function was invoked; decides where failures go (SPEC §4).
+/// How the function was invoked; decides where failures go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InvocationKind {
     /// SQS event source; `fifo` when the queue ARN ends in `.fifo`.
@@ -129,7 +129,7 @@ const ARNS_KEY: &str = "imageBuildVersionArns";
 ///
 /// Recognition order for a top-level object: `Records` (SQS), EventBridge
 /// (`detail-type` + `source` + `detail`), `Items` (ItemBatcher), then the direct object.
-/// Two choices the SPEC leaves open:
+/// Two choices the contract leaves open:
 /// - an SQS record without a `messageId` (never sent by SQS, but possible in a hand-made
 ///   event) cannot be named in `batchItemFailures`, so nothing of it may ever need a retry:
 ///   it becomes a unit with `id: None` whose single item is `Item::Invalid` (input: its body),

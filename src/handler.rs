@@ -12,9 +12,10 @@ use serde_json::Value;
 use crate::config::{self, Config};
 use crate::engine::{Engine, Execution, Invocation, NotDeadLettered};
 use crate::error::ReaperError;
-use crate::event::{self, InvocationKind};
+use crate::event::{self, Decoded, InvocationKind};
 use crate::metrics;
 use crate::outcome::{ResultRecord, Subject};
+use crate::output_resources::mode::Mode;
 use crate::output_resources::run::Cleaners;
 use crate::ports::{Amis, ContainerImages, DeadLetterSink, Images, Unavailable};
 use crate::report::Report;
@@ -82,40 +83,9 @@ impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Handler<I, D, A,
         event: &Value,
         invocation: &Invocation,
     ) -> Result<Report, ReaperError> {
-        self.handle_detailed(event, invocation).await.result
-    }
-
-    /// [`Handler::handle`], also returning what the engine did (every record, even when the
-    /// invocation fails), for tests and tools that audit where each item went.
-    pub async fn handle_detailed(&self, event: &Value, invocation: &Invocation) -> Handled {
-        let decoded = match event::decode(event) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::error!(errorType = "InvalidEvent", error = %e, "invocation rejected");
-                return Handled {
-                    execution: None,
-                    result: Err(e.into()),
-                };
-            }
-        };
-        // A bad per-invocation value fails the whole invocation, naming the field.
-        let output_mode = match &decoded.options.delete_output_resources {
-            None => self.config.delete_output_resources,
-            Some(v) => match config::parse_output_resources("deleteOutputResources", v) {
-                Ok(mode) => mode,
-                Err(e) => {
-                    let e = ReaperError::InvalidEvent(format!(
-                        "\"deleteOutputResources\": {v:?} is not valid; expected {}",
-                        e.expected
-                    ));
-                    tracing::error!(errorType = "InvalidEvent", error = %e, "invocation rejected");
-                    return Handled {
-                        execution: None,
-                        result: Err(e),
-                    };
-                }
-            },
-        };
+        let (decoded, output_mode) = self.decode(event).inspect_err(|e| {
+            tracing::error!(errorType = e.error_type(), error = %e, "invocation rejected");
+        })?;
         let engine = Engine::new(
             &self.config,
             &self.images,
@@ -132,34 +102,42 @@ impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Handler<I, D, A,
             "{}",
             metrics::emf_record(&exec, self.config.function_name.as_deref(), now_ms)
         );
+        conclude(&exec)
+    }
 
-        let sqs = matches!(exec.kind, InvocationKind::Sqs { .. });
-        let result = if !sqs && !exec.not_dead_lettered.is_empty() {
-            let err = dead_letter_queue_unavailable(&exec);
-            tracing::error!(errorType = "DeadLetterQueueUnavailable", error = %err, "invocation failed");
-            Err(err)
-        } else {
-            let report = Report::new(
-                &exec.records,
-                exec.dry_run,
-                sqs.then(|| exec.handed_back.clone()),
-            );
-            tracing::info!(summary = ?report.summary, "invocation done");
-            Ok(report)
+    /// The decoded event and this invocation's output-resource mode; a bad per-invocation
+    /// value fails the whole invocation, naming the field.
+    fn decode(&self, event: &Value) -> Result<(Decoded, Mode), ReaperError> {
+        let decoded = event::decode(event)?;
+        let mode = match &decoded.options.delete_output_resources {
+            None => self.config.delete_output_resources,
+            Some(v) => config::parse_output_resources("deleteOutputResources", v).map_err(|e| {
+                ReaperError::InvalidEvent(format!(
+                    "\"deleteOutputResources\": {v:?} is not valid; expected {}",
+                    e.expected
+                ))
+            })?,
         };
-        Handled {
-            execution: Some(exec),
-            result,
-        }
+        Ok((decoded, mode))
     }
 }
 
-/// The result of [`Handler::handle_detailed`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct Handled {
-    /// `None` only when the event could not be decoded.
-    pub execution: Option<Execution>,
-    pub result: Result<Report, ReaperError>,
+/// The report, or `DeadLetterQueueUnavailable` when items outside SQS that had to be
+/// dead-lettered could not be.
+fn conclude(exec: &Execution) -> Result<Report, ReaperError> {
+    let sqs = matches!(exec.kind, InvocationKind::Sqs { .. });
+    if !sqs && !exec.not_dead_lettered.is_empty() {
+        let err = dead_letter_queue_unavailable(exec);
+        tracing::error!(errorType = "DeadLetterQueueUnavailable", error = %err, "invocation failed");
+        return Err(err);
+    }
+    let report = Report::new(
+        &exec.records,
+        exec.dry_run,
+        sqs.then(|| exec.handed_back.clone()),
+    );
+    tracing::info!(summary = ?report.summary, "invocation done");
+    Ok(report)
 }
 
 /// From the Lambda context: the deadline (epoch ms) becomes a monotonic instant now, so

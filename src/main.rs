@@ -29,7 +29,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         .clone()
         .map(|url| SqsDeadLetters::new(&sdk, url));
     let handler = Handler::new(config, images, dead_letters);
-    // Issue 5: EC2 + ECR clients (per region, built on first use) for DELETE_OUTPUT_RESOURCES.
+    // EC2 + ECR clients (per region, built on first use) for DELETE_OUTPUT_RESOURCES.
     #[cfg(feature = "output-resources")]
     let handler = handler.with_output_resources(aws::ec2::Ec2::new(&sdk), aws::ecr::Ecr::new(&sdk));
     let handler = &handler;

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::event::InvocationKind;
 use crate::output_resources::entry::ResourceEntry;
 
-/// Per-ARN status (SPEC §4).
+/// Per-ARN status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Status {
@@ -57,7 +57,7 @@ impl Status {
     }
 }
 
-/// What an outcome still needs (the rows of SPEC §4's routing table).
+/// What an outcome still needs (the rows of the routing table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Need {
     /// Deleted, already gone, would be deleted, or protected.
@@ -68,7 +68,7 @@ pub enum Need {
     Retry,
 }
 
-/// Where an outcome goes first (SPEC §4), before any dead-letter send is attempted.
+/// Where an outcome goes first, before any dead-letter send is attempted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Destination {
     /// Nothing further to do.
@@ -80,7 +80,7 @@ pub enum Destination {
     HandBack,
 }
 
-/// The routing table of SPEC §4: invocation kind × what the outcome needs × whether a DLQ
+/// The routing table : invocation kind × what the outcome needs × whether a DLQ
 /// is configured. A `DeadLetter` destination whose send fails becomes `HandBack`
 /// ([`settle`]).
 pub fn destination(kind: InvocationKind, need: Need, dlq_configured: bool) -> Destination {

@@ -11,7 +11,7 @@ use std::fmt;
 
 use crate::arn::ImageArn;
 
-/// What a failed call means for the ARN (SPEC §4).
+/// What a failed call means for the ARN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorClass {
     /// Throttling, 5xx, timeouts, connection errors: try again.
@@ -97,7 +97,7 @@ pub trait Images: Send + Sync {
 pub struct DeadLetterMessage {
     /// Batch entry id, unique within one call (`[A-Za-z0-9_-]{1,80}`).
     pub id: String,
-    /// The SPEC §5 JSON body.
+    /// The JSON body.
     pub body: String,
     /// The `errorCode` String message attribute.
     pub error_code: String,

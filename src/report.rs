@@ -112,7 +112,7 @@ pub struct BatchItemFailure {
     pub item_identifier: String,
 }
 
-/// The report returned by every invocation (SPEC §6).
+/// The report returned by every invocation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {

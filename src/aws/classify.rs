@@ -1,4 +1,4 @@
-//! THE error classification (SPEC §4): every SDK error of every operation we call becomes a
+//! THE error classification: every SDK error of every operation we call becomes a
 //! [`CallError`] here, and only here, by matching the [`SdkError`] variant, the operation's
 //! modelled error enum and the error code from the response metadata — never by parsing a
 //! flattened message.
@@ -100,7 +100,7 @@ const RETRYABLE_CODES: &[&str] = &[
     "ServiceUnavailable",
 ];
 
-/// Classifies any SDK error of the operations we call (SPEC §4).
+/// Classifies any SDK error of the operations we call.
 pub fn classify<E>(err: &SdkError<E, HttpResponse>) -> CallError
 where
     E: ProvideErrorMetadata + ModelledClass + std::error::Error + 'static,

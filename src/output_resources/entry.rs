@@ -157,7 +157,7 @@ pub enum Verdict {
     /// An AMI carries the protect tag: status `protected`, nothing was deleted.
     Protected { message: String },
     /// Something is still there: status `failed` with this code; DeleteImage is NOT called.
-    /// `retryable` routes it per SPEC §4 (retry vs dead letter).
+    /// `retryable` routes it per (retry vs dead letter).
     Failed {
         code: String,
         message: String,

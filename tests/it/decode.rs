@@ -1,4 +1,4 @@
-//! Decoding of every sample event in `events/` (SPEC §2): the fixtures are the README's
+//! Decoding of every sample event in `events/`: the fixtures are the README's
 //! examples and the demo's inputs, so each one is pinned here, and a fixture added without a
 //! test fails `every_fixture_is_covered`.
 

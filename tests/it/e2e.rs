@@ -100,7 +100,7 @@ fn as_refs(records: &[(String, String)]) -> Vec<(&str, &str)> {
         .collect()
 }
 
-/// Every dead-letter message carries the SPEC §5 fields and the `errorCode` attribute.
+/// Every dead-letter message carries the fields and the `errorCode` attribute.
 fn assert_dead_letter_shape(m: &Received) {
     let body = m.json();
     let code = body["errorCode"]
@@ -472,7 +472,7 @@ async fn a_permanent_failure_is_dead_lettered_and_its_redriven_message_succeeds(
         1,
         "a permanent failure is not retried"
     );
-    // AND the DLQ holds the SPEC §5 message
+    // AND the DLQ holds the message
     let dlq = w.dead_letters(1).await;
     assert_eq!(dlq.len(), 1, "{dlq:#?}");
     assert_dead_letter_shape(&dlq[0]);

@@ -1,5 +1,5 @@
-//! Handler + engine tests with in-memory fakes (no network): every row and column of SPEC
-//! §4's routing table, FIFO order, dedup, dry run, the protect tag, the deadline, retries,
+//! Handler + engine tests with in-memory fakes (no network): every row and column of the
+//! routing table, FIFO order, dedup, dry run, the protect tag, the deadline, retries,
 //! the report budget. Every test ends with the one-rule check (`assert_accounted`): each
 //! named item ends in exactly one place.
 
@@ -32,7 +32,7 @@ fn arns_named_by(event: &Value) -> Vec<String> {
 }
 
 // -------------------------------------------------------------------------------------
-// The routing table (SPEC §4): every invocation kind × failure kind × DLQ state
+// The routing table: every invocation kind × failure kind × DLQ state
 // -------------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +66,7 @@ enum Place {
     HandedBack,
 }
 
-/// SPEC §4, written out independently of the implementation.
+/// , written out independently of the implementation.
 fn expected_place(kind: Kind, failure: Failure, dlq: Dlq) -> Place {
     let sqs = matches!(kind, Kind::Sqs | Kind::SqsFifo);
     let needs_retry = matches!(failure, Failure::RetryableExhausted | Failure::NotAttempted);
@@ -183,7 +183,7 @@ async fn routing_case(kind: Kind, failure: Failure, dlq_state: Dlq) {
     if h.result.is_ok() {
         assert_eq!(h.status(&good), Status::Deleted, "{case}");
     }
-    // AND the failing item has the status SPEC §4 gives it: in the report when there is
+    // AND the failing item has the status gives it: in the report when there is
     // one, and in every dead letter offered for it (the DLQ sees it even when it refuses it)
     let (expected_status, expected_code) = match failure {
         Failure::Permanent => (Status::Failed, "ResourceDependencyException"),

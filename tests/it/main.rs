@@ -1,7 +1,7 @@
 //! The integration tests, one test binary (`cargo test --test it`).
 //!
 //! - [`decode`]: every sample event in `events/` through the one decoding point.
-//! - [`handler`]: the handler and engine over in-memory fakes: SPEC §4's routing table,
+//! - [`handler`]: the handler and engine over in-memory fakes: the routing table,
 //!   FIFO order, dedup, dry run, the protect tag, the deadline, retries, the report.
 //! - [`output_resources`]: deleting what DeleteImage leaves behind (AMIs, snapshots, ECR
 //!   images), over in-memory fakes of EC2 and ECR.

@@ -1,5 +1,5 @@
 //! The bulk-delete state machine (statemachine/bulk-delete.asl.json) against the function's
-//! error contract (SPEC §6: the `errorType` names Step Functions `Retry` / `Catch` match) and
+//! error contract (: the `errorType` names Step Functions `Retry` / `Catch` match) and
 //! against the SAM template that deploys it. Offline, no AWS: JSON and plain text only
 //! (asl-validator and cfn-lint run in scripts/check-template).
 
