@@ -221,6 +221,8 @@ pub const FIFO_GROUP_BLOCKED: &str = "FifoGroupBlocked";
 struct Task {
     arn: ImageArn,
     dry_run: bool,
+    /// The item's `deleteOutputResources`, else the engine's mode.
+    output_mode: Mode,
 }
 
 struct Rejected {
@@ -263,7 +265,13 @@ fn check(
     Ok(arn)
 }
 
-fn plan(decoded: &Decoded, guards: &InvocationGuards, dry_run: bool, request_id: &str) -> Plan {
+fn plan(
+    decoded: &Decoded,
+    guards: &InvocationGuards,
+    dry_run: bool,
+    output_mode: Mode,
+    request_id: &str,
+) -> Plan {
     let partition_only = Guards {
         partition: guards.guards.partition.clone(),
         accounts: AllowList::Any,
@@ -302,13 +310,20 @@ fn plan(decoded: &Decoded, guards: &InvocationGuards, dry_run: bool, request_id:
                         message: message.clone(),
                     },
                 ),
-                Item::Candidate(s) => match check(s, guards, &partition_only) {
+                Item::Candidate { arn: s, options } => match check(s, guards, &partition_only) {
                     Ok(arn) => {
+                        let dry_run = dry_run || options.dry_run;
+                        let mode = options.delete_output_resources.unwrap_or(output_mode);
                         let key = (arn.as_str().to_string(), dry_run);
                         let t = *index.entry(key).or_insert_with(|| {
-                            tasks.push(Task { arn, dry_run });
+                            tasks.push(Task {
+                                arn,
+                                dry_run,
+                                output_mode: mode,
+                            });
                             tasks.len() - 1
                         });
+                        tasks[t].output_mode = tasks[t].output_mode.narrowest(mode);
                         if seen_in_unit.insert(t, ()).is_none() {
                             planned.tasks.push(t);
                         }
@@ -393,10 +408,15 @@ impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Engine<'_, I, D,
         let cfg = self.config;
         let base_dry_run = cfg.dry_run || decoded.options.dry_run;
         // The report's `dryRun`: the whole invocation was a dry run.
-        let dry_run =
-            base_dry_run || (!decoded.units.is_empty() && decoded.units.iter().all(|u| u.dry_run));
+        let dry_run = base_dry_run || decoded.is_dry_run();
         let guards = cfg.guards(&inv.invoked_function_arn);
-        let plan = plan(decoded, &guards, base_dry_run, &inv.request_id);
+        let plan = plan(
+            decoded,
+            &guards,
+            base_dry_run,
+            self.output_mode,
+            &inv.request_id,
+        );
         let deadlines = Deadlines::new(inv.deadline, cfg.deadline_margin);
         let policy = RetryPolicy {
             max_attempts: cfg.max_attempts,
@@ -725,7 +745,7 @@ impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Engine<'_, I, D,
             (rec, lat)
         };
 
-        let mode = self.output_mode;
+        let mode = task.output_mode;
         let protect_key = self.config.protect_tag_key.as_deref();
         if protect_key.is_some() || mode.any() {
             let info = match with_retries(policy, window, || self.images.get_image(arn)).await {

@@ -1,0 +1,194 @@
+//! Hardening rules of SPEC §2, §5 and §6 through the whole handler, with in-memory fakes:
+//! options on every level (a preview never becomes a delete), options in dead letters and
+//! their redrive, dead-letter bodies SQS accepts, and a report that always fits.
+
+#[path = "support/fakes.rs"]
+mod fakes;
+
+use std::time::Duration;
+
+use fakes::{DlqMode, FakeDlq, FakeImages};
+use imagebuilder_reaper::config::Config;
+use imagebuilder_reaper::engine::Invocation;
+use imagebuilder_reaper::error::ReaperError;
+use imagebuilder_reaper::handler::{Handled, Handler};
+use imagebuilder_reaper::outcome::{Report, Status, Subject};
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+const ACCOUNT: &str = "123456789012";
+const FUNCTION_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:imagebuilder-reaper";
+const QUEUE: &str = "https://sqs.us-east-1.amazonaws.com/123456789012/reaper-dlq";
+
+fn arn(name: &str, build: u32) -> String {
+    format!("arn:aws:imagebuilder:us-east-1:{ACCOUNT}:image/{name}/1.0.0/{build}")
+}
+
+struct World {
+    images: FakeImages,
+    dlq: FakeDlq,
+    handler: Handler<FakeImages, FakeDlq>,
+}
+
+impl World {
+    fn new(mut config: Config) -> World {
+        let images = FakeImages::new();
+        let dlq = FakeDlq::new(DlqMode::Up);
+        config.dead_letter_queue_url = Some(QUEUE.to_string());
+        let handler = Handler::new(config, images.clone(), Some(dlq.clone()));
+        World {
+            images,
+            dlq,
+            handler,
+        }
+    }
+
+    async fn run(&self, event: &Value) -> Handled {
+        let invocation = Invocation {
+            request_id: "req-1".into(),
+            invoked_function_arn: FUNCTION_ARN.into(),
+            deadline: Instant::now() + Duration::from_secs(900),
+        };
+        self.handler.handle_detailed(event, &invocation).await
+    }
+
+    fn dead_letters(&self) -> Vec<Value> {
+        self.dlq.received().into_iter().map(|r| r.body).collect()
+    }
+}
+
+fn sqs_event(bodies: &[&str]) -> Value {
+    let records: Vec<Value> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| {
+            json!({
+                "messageId": format!("m-{i}"), "receiptHandle": "rh", "body": body,
+                "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {},
+                "md5OfBody": "", "eventSource": "aws:sqs",
+                "eventSourceARN": format!("arn:aws:sqs:us-east-1:{ACCOUNT}:work"),
+                "awsRegion": "us-east-1"
+            })
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+fn report(h: &Handled) -> &Report {
+    h.result.as_ref().expect("the invocation succeeds")
+}
+
+fn status_of(h: &Handled, arn: &str) -> Status {
+    h.execution
+        .as_ref()
+        .expect("decoded")
+        .records
+        .iter()
+        .find(|r| matches!(&r.subject, Subject::Arn(a) if a == arn))
+        .unwrap_or_else(|| panic!("no record for {arn}"))
+        .status
+}
+
+fn invalid_event(h: &Handled) -> &str {
+    match &h.result {
+        Err(ReaperError::InvalidEvent(m)) => m,
+        other => panic!("expected InvalidEvent, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Options on every level (SPEC §2)
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn a_dry_run_on_an_element_of_an_sqs_body_deletes_nothing() {
+    // GIVEN an SQS body that is an array: one element asks for a dry run, one does not
+    let w = World::new(Config::default());
+    let (preview, real) = (arn("web", 1), arn("web", 2));
+    let body = json!([{"imageBuildVersionArn": preview, "dryRun": true}, real]).to_string();
+
+    // WHEN the batch is handled
+    let h = w.run(&sqs_event(&[&body])).await;
+
+    // THEN the element with dryRun is previewed, not deleted; the other one is deleted
+    assert_eq!(status_of(&h, &preview), Status::WouldDelete);
+    assert!(!w.images.is_deleted(&preview));
+    assert_eq!(w.images.calls_of("DeleteImage", &preview), 0);
+    assert_eq!(status_of(&h, &real), Status::Deleted);
+    assert!(report(&h).batch_item_failures.as_ref().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dry_run_on_an_element_of_a_direct_invocation_deletes_nothing() {
+    let w = World::new(Config::default());
+    let (preview, real) = (arn("web", 1), arn("web", 2));
+    let event =
+        json!({"imageBuildVersionArns": [{"imageBuildVersionArn": preview, "dryRun": true}, real]});
+    let h = w.run(&event).await;
+    assert_eq!(status_of(&h, &preview), Status::WouldDelete);
+    assert_eq!(status_of(&h, &real), Status::Deleted);
+    assert!(!report(&h).summary.dry_run, "only part of it was a dry run");
+    assert_eq!(w.images.delete_calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_misspelt_or_mistyped_option_in_an_sqs_body_rejects_that_record_only() {
+    // GIVEN three records: `dry_run`, `DryRun` on an element, `"dryRun": "true"` on an
+    // element, and a fourth, plain record
+    let w = World::new(Config::default());
+    let (a, b, c, d) = (arn("a", 1), arn("b", 1), arn("c", 1), arn("d", 1));
+    let bodies = [
+        json!({"imageBuildVersionArn": a, "dry_run": true}).to_string(),
+        json!([{"imageBuildVersionArn": b, "DryRun": true}]).to_string(),
+        json!({"imageBuildVersionArns": [c, {"imageBuildVersionArn": d, "dryRun": "true"}]})
+            .to_string(),
+        arn("e", 1),
+    ];
+    let h = w
+        .run(&sqs_event(&bodies.each_ref().map(String::as_str)))
+        .await;
+
+    // THEN nothing of the first three records is deleted: each is rejected InvalidMessage
+    // whole, naming the option, and dead-lettered as sent
+    for x in [&a, &b, &c, &d] {
+        assert!(!w.images.is_deleted(x), "{x} must not be deleted");
+    }
+    let dead = w.dead_letters();
+    assert_eq!(dead.len(), 3, "{dead:#?}");
+    for (m, (body, word)) in dead
+        .iter()
+        .zip(bodies.iter().zip(["dry_run", "DryRun", "dryRun"]))
+    {
+        assert_eq!(m["errorCode"], "InvalidMessage");
+        assert_eq!(m["input"], serde_json::from_str::<Value>(body).unwrap());
+        assert!(m["message"].as_str().unwrap().contains(word), "{m}");
+    }
+    // AND the batch goes on: the plain record is deleted, nothing is handed back
+    assert!(w.images.is_deleted(&arn("e", 1)));
+    assert!(report(&h).batch_item_failures.as_ref().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_misspelt_or_mistyped_option_of_an_invocation_is_invalid_event() {
+    let x = arn("web", 1);
+    for event in [
+        json!({"imageBuildVersionArns": [x], "DryRun": true}),
+        json!({"imageBuildVersionArn": x, "dry-run": true}),
+        json!({"imageBuildVersionArn": x, "delete_output_resources": "none"}),
+        json!([{"imageBuildVersionArn": x, "dryRun": "true"}]),
+        json!([{"imageBuildVersionArn": x, "dryrun": true}]),
+        json!({"Items": [x], "BatchInput": {"DRY_RUN": true}}),
+        json!({"Items": [{"imageBuildVersionArn": x, "deleteOutputResources": "everything"}]}),
+        json!({"version": "0", "id": "e-1", "detail-type": "t", "source": "s",
+               "detail": {"imageBuildVersionArns": [{"imageBuildVersionArn": x, "Dry_Run": true}]}}),
+    ] {
+        let w = World::new(Config::default());
+        let h = w.run(&event).await;
+        let m = invalid_event(&h);
+        assert!(
+            m.contains("dryRun") || m.contains("deleteOutputResources"),
+            "{event}: {m}"
+        );
+        assert!(w.images.calls().is_empty(), "{event}: nothing is called");
+    }
+}
