@@ -13,7 +13,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::engine::{with_retries, Attempted, RetryPolicy, Window};
+use crate::event::ItemOptions;
 use crate::outcome::Subject;
+use crate::output_resources::Mode;
 use crate::ports::{CallError, DeadLetterMessage, DeadLetterSink, ErrorClass};
 
 /// Whether each entry was sent, in entry order.
@@ -42,6 +44,8 @@ pub struct Failure<'a> {
     pub retryable: bool,
     pub attempts: u32,
     pub source: SourceRef<'a>,
+    /// The item's effective options: carried so a redrive repeats the request as it was made.
+    pub options: ItemOptions,
 }
 
 #[derive(Serialize)]
@@ -59,6 +63,10 @@ struct Body<'a> {
     attempts: u32,
     source: BodySource<'a>,
     failed_at: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    dry_run: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delete_output_resources: Option<&'static str>,
     dedup_key: &'a str,
 }
 
@@ -91,6 +99,8 @@ pub fn message(id: String, failure: Failure<'_>, failed_at: SystemTime) -> DeadL
             id: failure.source.id,
         },
         failed_at: humantime::format_rfc3339_millis(failed_at).to_string(),
+        dry_run: failure.options.dry_run,
+        delete_output_resources: failure.options.delete_output_resources.map(Mode::as_str),
         dedup_key: &dedup_key,
     };
     let limit = MAX_BATCH_BYTES - attribute_bytes(failure.error_code);
@@ -173,19 +183,29 @@ fn prefix_within(text: &str, room: usize) -> String {
 }
 
 /// A deterministic key for one dead letter: SHA-256 (hex) over the source, the item (ARN or
-/// input, in full even when the body carries a cut one) and the error code. A message sent
-/// again (after a partial DLQ failure, or by a redelivered record) has the same key.
+/// input, in full even when the body carries a cut one), the error code and the item's
+/// options (a dry run and a real run of one ARN are two items). A message sent again (after
+/// a partial DLQ failure, or by a redelivered record) has the same key.
 fn dedup_key(failure: &Failure<'_>) -> String {
     let item = match failure.subject {
         Subject::Arn(a) => format!("arn:{a}"),
         Subject::Input(v) => format!("input:{v}"),
     };
+    let options = format!(
+        "dryRun={} deleteOutputResources={}",
+        failure.options.dry_run,
+        failure
+            .options
+            .delete_output_resources
+            .map_or("", Mode::as_str)
+    );
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     for part in [
         failure.source.kind,
         failure.source.id,
         &item,
         failure.error_code,
+        &options,
     ] {
         // Length-prefixed, so no two different field lists hash the same bytes.
         ctx.update(&(part.len() as u64).to_be_bytes());
@@ -346,6 +366,7 @@ mod tests {
                     kind: "sqs",
                     id: "msg-1",
                 },
+                options: ItemOptions::default(),
             },
             SystemTime::UNIX_EPOCH,
         );
@@ -380,6 +401,7 @@ mod tests {
                     kind: "sqs",
                     id: "msg-1",
                 },
+                options: ItemOptions::default(),
             },
             SystemTime::now(),
         );
@@ -400,6 +422,7 @@ mod tests {
                 kind: "sqs",
                 id: source_id,
             },
+            options: ItemOptions::default(),
         }
     }
 
@@ -468,5 +491,59 @@ mod tests {
         assert_ne!(k, key(&a, "NotAnImageBuildVersionArn", "m-1", later));
         assert_ne!(k, key(&a, "InvalidMessage", "m-2", later));
         assert!(k.len() <= 128 && k.bytes().all(|b| b.is_ascii_alphanumeric()));
+    }
+
+    /// The candidates (ARN, options) that decoding a dead-letter body as an SQS body yields.
+    fn redriven(body: &str) -> Vec<crate::event::Item> {
+        let event = serde_json::json!({"Records": [
+            {"messageId": "r-1", "body": body, "eventSource": "aws:sqs"}]});
+        crate::event::decode(&event).unwrap().units.remove(0).items
+    }
+
+    #[test]
+    fn options_survive_the_round_trip_through_a_dead_letter() {
+        use crate::event::Item;
+        let options = ItemOptions {
+            dry_run: true,
+            delete_output_resources: Some(Mode::Amis),
+        };
+        let arn = "arn:aws:imagebuilder:us-east-1:111122223333:image/web/1.0.0/1";
+        // A failed ARN and a rejected input, each with the item's options
+        for subject in [
+            Subject::Arn(arn.into()),
+            Subject::Input(serde_json::json!([arn])),
+        ] {
+            let mut f = failure(&subject, "AccountNotAllowed", "m-1");
+            f.options = options;
+            let m = message("m0".into(), f, SystemTime::now());
+            let v: Value = serde_json::from_str(&m.body).unwrap();
+            assert_eq!(v["dryRun"], true);
+            assert_eq!(v["deleteOutputResources"], "amis");
+            // WHEN redriven, the item comes back with the same options
+            assert_eq!(
+                redriven(&m.body),
+                [Item::Candidate {
+                    arn: arn.into(),
+                    options
+                }]
+            );
+        }
+    }
+
+    #[test]
+    fn options_not_set_are_not_written_and_a_cut_input_is_not_retried() {
+        let subject = Subject::Input(Value::String(format!("arn:{}", "x".repeat(300 * 1024))));
+        let m = message(
+            "m0".into(),
+            failure(&subject, "NotAnImageBuildVersionArn", "m-1"),
+            SystemTime::now(),
+        );
+        let v: Value = serde_json::from_str(&m.body).unwrap();
+        assert!(v.get("dryRun").is_none() && v.get("deleteOutputResources").is_none());
+        // Only part of the request survived: a redrive must not act on the part.
+        assert!(
+            matches!(&redriven(&m.body)[..], [crate::event::Item::Invalid { message, .. }]
+            if message.contains("inputTruncated"))
+        );
     }
 }

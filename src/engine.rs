@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use crate::arn::{self, AllowList, Guards, ImageArn, RejectCode, Rejection};
 use crate::config::{Backoff, Config, InvocationGuards};
 use crate::deadletter::{self, Failure, SourceRef};
-use crate::event::{Decoded, InvocationKind, Item};
+use crate::event::{Decoded, InvocationKind, Item, ItemOptions};
 use crate::outcome::{
     destination, settle, Destination, Final, Need, ResultRecord, Status, Subject,
 };
@@ -220,14 +220,16 @@ pub const FIFO_GROUP_BLOCKED: &str = "FifoGroupBlocked";
 
 struct Task {
     arn: ImageArn,
-    dry_run: bool,
-    /// The item's `deleteOutputResources`, else the engine's mode.
-    output_mode: Mode,
+    /// Effective: the dry run of every level and of the configuration; the
+    /// `deleteOutputResources` asked for (`None`: the engine's mode).
+    options: ItemOptions,
 }
 
 struct Rejected {
     input: Value,
     rejection: Rejection,
+    /// Carried into the dead letter, so a redrive repeats the request as it was made.
+    options: ItemOptions,
 }
 
 struct PlannedUnit {
@@ -299,40 +301,40 @@ fn plan(
             rejected: Vec::new(),
         };
         // Dry run can only be turned on: by configuration, the invocation or the unit.
-        let dry_run = dry_run || unit.dry_run;
+        let unit_options = ItemOptions {
+            dry_run: dry_run || unit.dry_run,
+            delete_output_resources: None,
+        };
         let mut seen_in_unit: HashMap<usize, ()> = HashMap::new();
         for item in &unit.items {
-            let (input, rejection) = match item {
+            let (input, rejection, options) = match item {
                 Item::Invalid { input, message } => (
                     input.clone(),
                     Rejection {
                         code: RejectCode::InvalidMessage,
                         message: message.clone(),
                     },
+                    unit_options,
                 ),
-                Item::Candidate { arn: s, options } => match check(s, guards, &partition_only) {
-                    Ok(arn) => {
-                        let dry_run = dry_run || options.dry_run;
-                        let mode = options.delete_output_resources.unwrap_or(output_mode);
-                        let key = (arn.as_str().to_string(), dry_run);
-                        let t = *index.entry(key).or_insert_with(|| {
-                            tasks.push(Task {
-                                arn,
-                                dry_run,
-                                output_mode: mode,
-                            });
-                            tasks.len() - 1
-                        });
-                        tasks[t].output_mode = tasks[t].output_mode.narrowest(mode);
-                        if seen_in_unit.insert(t, ()).is_none() {
-                            planned.tasks.push(t);
+                Item::Candidate { arn: s, options } => {
+                    let options = unit_options.within(*options);
+                    match check(s, guards, &partition_only) {
+                        Ok(arn) => {
+                            let t = add_task(&mut tasks, &mut index, arn, options, output_mode);
+                            if seen_in_unit.insert(t, ()).is_none() {
+                                planned.tasks.push(t);
+                            }
+                            continue;
                         }
-                        continue;
+                        Err(rejection) => (Value::String(s.clone()), rejection, options),
                     }
-                    Err(rejection) => (Value::String(s.clone()), rejection),
-                },
+                }
             };
-            rejected.push(Rejected { input, rejection });
+            rejected.push(Rejected {
+                input,
+                rejection,
+                options,
+            });
             planned.rejected.push(rejected.len() - 1);
         }
         units.push(planned);
@@ -353,6 +355,29 @@ fn plan(
         units,
         lanes,
     }
+}
+
+/// The task of `arn` with these options: one per (ARN, effective dry run). When the sources
+/// that name it ask for different output resources, only what all of them asked for goes.
+fn add_task(
+    tasks: &mut Vec<Task>,
+    index: &mut HashMap<(String, bool), usize>,
+    arn: ImageArn,
+    options: ItemOptions,
+    default_mode: Mode,
+) -> usize {
+    let key = (arn.as_str().to_string(), options.dry_run);
+    if let Some(&t) = index.get(&key) {
+        let known = &mut tasks[t].options.delete_output_resources;
+        if *known != options.delete_output_resources {
+            let mode = |m: Option<Mode>| m.unwrap_or(default_mode);
+            *known = Some(mode(*known).narrowest(mode(options.delete_output_resources)));
+        }
+        return t;
+    }
+    tasks.push(Task { arn, options });
+    index.insert(key, tasks.len() - 1);
+    tasks.len() - 1
 }
 
 // ---------------------------------------------------------------------------------------
@@ -520,7 +545,7 @@ impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Engine<'_, I, D,
                         let rec = outcomes[t].as_ref().expect("executed above");
                         messages.push(deadletter::message(
                             format!("m{}", messages.len()),
-                            failure_of(rec, source),
+                            failure_of(rec, source, plan.tasks[t].options),
                             failed_at,
                         ));
                         owners.push((u, Ref::Task(t)));
@@ -544,6 +569,7 @@ impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Engine<'_, I, D,
                             retryable: false,
                             attempts: 0,
                             source,
+                            options: rej.options,
                         },
                         failed_at,
                     ));
@@ -745,7 +771,10 @@ impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Engine<'_, I, D,
             (rec, lat)
         };
 
-        let mode = task.output_mode;
+        let mode = task
+            .options
+            .delete_output_resources
+            .unwrap_or(self.output_mode);
         let protect_key = self.config.protect_tag_key.as_deref();
         if protect_key.is_some() || mode.any() {
             let info = match with_retries(policy, window, || self.images.get_image(arn)).await {
@@ -775,7 +804,7 @@ impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Engine<'_, I, D,
                 let plan =
                     output_plan::build(&info.output_resources, arn.account(), arn.region(), mode);
                 let settings = Settings {
-                    dry_run: task.dry_run,
+                    dry_run: task.options.dry_run,
                     protect_tag_key: protect_key,
                     require_complete: self.config.require_complete_cleanup,
                     policy: *policy,
@@ -819,7 +848,7 @@ impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Engine<'_, I, D,
                 }
             }
         }
-        if task.dry_run {
+        if task.options.dry_run {
             rec.status = Status::WouldDelete;
             return finish(rec, Vec::new());
         }
@@ -893,7 +922,11 @@ fn apply_failure<T>(
     }
 }
 
-fn failure_of<'a>(rec: &'a ResultRecord, source: SourceRef<'a>) -> Failure<'a> {
+fn failure_of<'a>(
+    rec: &'a ResultRecord,
+    source: SourceRef<'a>,
+    options: ItemOptions,
+) -> Failure<'a> {
     Failure {
         subject: &rec.subject,
         error_code: rec.error_code.as_deref().unwrap_or("Unknown"),
@@ -901,6 +934,7 @@ fn failure_of<'a>(rec: &'a ResultRecord, source: SourceRef<'a>) -> Failure<'a> {
         retryable: rec.retryable.unwrap_or(false),
         attempts: rec.attempts,
         source,
+        options,
     }
 }
 

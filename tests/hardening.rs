@@ -192,3 +192,53 @@ async fn a_misspelt_or_mistyped_option_of_an_invocation_is_invalid_event() {
         assert!(w.images.calls().is_empty(), "{event}: nothing is called");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Options in dead-letter messages (SPEC §5)
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn a_redriven_dry_run_stays_a_dry_run() {
+    // GIVEN a dry-run request for an image of an account that is not allowed (yet)
+    let foreign = "arn:aws:imagebuilder:us-east-1:111122223333:image/web/1.0.0/1";
+    let w = World::new(Config::default());
+    let body = json!({"imageBuildVersionArn": foreign, "dryRun": true}).to_string();
+    let h = w.run(&sqs_event(&[&body])).await;
+    assert_eq!(report(&h).summary.rejected, 1);
+
+    // THEN its dead letter carries the dry run
+    let dead = w.dead_letters();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["errorCode"], "AccountNotAllowed");
+    assert_eq!(dead[0]["dryRun"], true, "{}", dead[0]);
+
+    // WHEN the allow-list is fixed and the dead letter is redriven into the work queue
+    let fixed = World::new(Config {
+        allowed_accounts: imagebuilder_reaper::config::AccountPolicy::Allow(
+            imagebuilder_reaper::arn::AllowList::Any,
+        ),
+        ..Config::default()
+    });
+    let h = fixed.run(&sqs_event(&[&dead[0].to_string()])).await;
+
+    // THEN it is still a preview: nothing is deleted
+    assert_eq!(status_of(&h, foreign), Status::WouldDelete);
+    assert_eq!(fixed.images.delete_calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dead_letters_carry_the_items_options_and_only_when_set() {
+    // GIVEN a direct invocation naming output resources, with one bad and one foreign ARN
+    let foreign = "arn:aws:imagebuilder:us-east-1:111122223333:image/web/1.0.0/1";
+    let w = World::new(Config::default());
+    let event = json!({"imageBuildVersionArns": ["not-an-arn", foreign],
+                       "deleteOutputResources": "none"});
+    w.run(&event).await;
+    // THEN both dead letters say so, and none claims a dry run that was not asked for
+    let dead = w.dead_letters();
+    assert_eq!(dead.len(), 2);
+    for m in &dead {
+        assert_eq!(m["deleteOutputResources"], "none", "{m}");
+        assert!(m.get("dryRun").is_none(), "{m}");
+    }
+}
