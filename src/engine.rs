@@ -257,7 +257,7 @@ fn check(
     let arn = arn::parse(candidate)?;
     if let Some(reason) = &g.unresolved_account {
         // SPEC order: the partition is judged before the (unknown) account.
-        partition_only.check(&arn)?;
+        partition_only.check_partition(&arn)?;
         return Err(Rejection {
             code: RejectCode::AccountNotAllowed,
             message: format!("account {} is not allowed: {reason}", arn.account()),

@@ -44,9 +44,13 @@ impl World {
     }
 
     async fn run(&self, event: &Value) -> Handled {
+        self.run_as(FUNCTION_ARN, event).await
+    }
+
+    async fn run_as(&self, function_arn: &str, event: &Value) -> Handled {
         let invocation = Invocation {
             request_id: "req-1".into(),
-            invoked_function_arn: FUNCTION_ARN.into(),
+            invoked_function_arn: function_arn.into(),
             deadline: Instant::now() + Duration::from_secs(900),
         };
         self.handler.handle_detailed(event, &invocation).await
@@ -241,4 +245,45 @@ async fn dead_letters_carry_the_items_options_and_only_when_set() {
         assert_eq!(m["deleteOutputResources"], "none", "{m}");
         assert!(m.get("dryRun").is_none(), "{m}");
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Region syntax (SPEC §2, §6)
+// ---------------------------------------------------------------------------------------
+
+fn rejection_code(h: &Handled, input: &str) -> String {
+    h.execution
+        .as_ref()
+        .expect("decoded")
+        .records
+        .iter()
+        .find(|r| r.subject == Subject::Input(json!(input)))
+        .and_then(|r| r.error_code.clone())
+        .unwrap_or_else(|| panic!("no rejection for {input}"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_malformed_region_is_rejected_before_any_call() {
+    let w = World::new(Config::default());
+    let bad: Vec<String> = ["US-EAST-1", "us_east_1", "useast1"]
+        .iter()
+        .map(|r| format!("arn:aws:imagebuilder:{r}:{ACCOUNT}:image/web/1.0.0/1"))
+        .collect();
+    let h = w.run(&json!({ "imageBuildVersionArns": bad })).await;
+    for input in &bad {
+        assert_eq!(rejection_code(&h, input), "RegionNotAllowed", "{input}");
+    }
+    assert!(w.images.calls().is_empty(), "{:?}", w.images.calls());
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_an_unknown_own_account_the_account_is_judged_before_the_region() {
+    // GIVEN no ALLOWED_ACCOUNT_IDS and an invoked function ARN without an account
+    let w = World::new(Config::default());
+    let input = format!("arn:aws:imagebuilder:US-EAST-1:{ACCOUNT}:image/web/1.0.0/1");
+    let h = w
+        .run_as("arn:aws:lambda:us-east-1::function:reaper", &json!([input]))
+        .await;
+    // THEN SPEC order: AccountNotAllowed comes before RegionNotAllowed
+    assert_eq!(rejection_code(&h, &input), "AccountNotAllowed");
 }
