@@ -287,3 +287,33 @@ async fn with_an_unknown_own_account_the_account_is_judged_before_the_region() {
     // THEN SPEC order: AccountNotAllowed comes before RegionNotAllowed
     assert_eq!(rejection_code(&h, &input), "AccountNotAllowed");
 }
+
+// ---------------------------------------------------------------------------------------
+// The report always fits (SPEC §6)
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn a_body_of_sixty_thousand_items_still_gets_a_report_within_the_budget() {
+    // GIVEN one SQS record whose 256 KiB body is an array of 60,000 short strings
+    let config = Config::default();
+    let budget = config.report_budget_bytes;
+    let w = World::new(config);
+    let items: Vec<String> = (0..60_000).map(|i| (i % 10).to_string()).collect();
+    let body = serde_json::to_string(&items).unwrap();
+    assert!(body.len() <= 256 * 1024);
+    let h = w.run(&sqs_event(&[&body])).await;
+
+    // WHEN the report is serialised
+    let r = report(&h);
+    let json = r.to_json(budget);
+
+    // THEN it fits, the counts stay, and it says how many entries were left out
+    assert!(json.len() <= budget, "{} > {budget}", json.len());
+    let v: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["summary"]["rejected"], 60_000);
+    assert_eq!(v["resultsTruncated"], true);
+    let kept = v["results"].as_array().unwrap().len();
+    assert!(kept > 0);
+    assert_eq!(v["resultsOmitted"], 60_000 - kept);
+    assert_eq!(v["batchItemFailures"], json!([]));
+}
