@@ -179,6 +179,58 @@ const ARNS_KEY: &str = "imageBuildVersionArns";
 const DRY_RUN_KEY: &str = "dryRun";
 const OUTPUT_KEY: &str = "deleteOutputResources";
 
+/// Arrays and objects inside each other from this many on are refused: serde_json's own
+/// recursion limit (it reads at most 127), which [`parse_payload`] turns into a named
+/// `InvalidEvent`.
+pub const MAX_PAYLOAD_DEPTH: usize = 128;
+
+/// Parses the raw invocation payload. Every payload a JSON parser refuses is `InvalidEvent`
+/// with a message naming why (a number outside an f64, [`MAX_PAYLOAD_DEPTH`] levels of
+/// nesting or more, not JSON at all), not a runtime deserialisation error.
+pub fn parse_payload(bytes: &[u8]) -> Result<Value, InvalidEvent> {
+    if nests_deeper_than(bytes, MAX_PAYLOAD_DEPTH - 1) {
+        return Err(InvalidEvent(format!(
+            "the payload cannot be read: it nests arrays/objects {MAX_PAYLOAD_DEPTH} levels deep or more (at most {} are read); {EXPECTED_EVENT}",
+            MAX_PAYLOAD_DEPTH - 1
+        )));
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        let text = e.to_string();
+        let why = if text.starts_with("number out of range") {
+            format!("it holds a number outside the range of a 64-bit float ({e})")
+        } else if text.starts_with("recursion limit exceeded") {
+            format!("it nests arrays/objects {MAX_PAYLOAD_DEPTH} levels deep or more ({e})")
+        } else {
+            format!("it is not valid JSON ({e})")
+        };
+        InvalidEvent(format!(
+            "the payload cannot be read: {why}; {EXPECTED_EVENT}"
+        ))
+    })
+}
+
+/// Whether the arrays and objects of `json` nest deeper than `limit` (brackets inside strings
+/// do not count). A scan, so a hostile payload is refused before anything recurses into it.
+fn nests_deeper_than(json: &[u8], limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in json {
+        match (in_string, b) {
+            (true, _) if escaped => escaped = false,
+            (true, b'\\') => escaped = true,
+            (true, b'"') | (false, b'"') => in_string = !in_string,
+            (false, b'[' | b'{') => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            (false, b']' | b'}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Decodes any supported invocation payload. SQS records are judged one by one: a poison
 /// record becomes an `Item::Invalid`, never an `Err`.
 ///
@@ -858,5 +910,31 @@ mod tests {
             let err = decode(&event).unwrap_err();
             assert!(err.0.contains(X), "the message names the element: {err}");
         }
+    }
+
+    #[test]
+    fn payloads_a_parser_refuses_are_invalid_event_naming_why() {
+        let nested = |n: usize| format!("{}\"{X}\"{}", "[".repeat(n), "]".repeat(n));
+        for (payload, named) in [
+            (
+                r#"{"imageBuildVersionArns": [1e400]}"#.to_string(),
+                "64-bit float",
+            ),
+            ("[-1e999]".to_string(), "64-bit float"),
+            (format!("[{}]", "9".repeat(400)), "64-bit float"),
+            (nested(300), "128 levels deep or more"),
+            (nested(MAX_PAYLOAD_DEPTH), "128 levels deep or more"),
+            ("{\"a\": ".to_string(), "not valid JSON"),
+        ] {
+            let err = parse_payload(payload.as_bytes()).unwrap_err();
+            assert!(err.0.contains(named), "{payload:.40}: {err}");
+            assert!(err.0.contains("expected one of"), "{err}");
+        }
+        // Brackets inside strings do not nest; 127 levels are read.
+        let text = format!("[\"{}\\\"\"]", "[".repeat(500));
+        assert!(parse_payload(text.as_bytes()).is_ok());
+        assert!(parse_payload(nested(MAX_PAYLOAD_DEPTH - 1).as_bytes()).is_ok());
+        let v = parse_payload(br#"{"imageBuildVersionArns": [1.5e300]}"#).unwrap();
+        assert!(decode(&v).is_ok());
     }
 }

@@ -1,9 +1,14 @@
 //! Hardening rules of SPEC §2, §5 and §6 through the whole handler, with in-memory fakes:
 //! options on every level (a preview never becomes a delete), options in dead letters and
-//! their redrive, dead-letter bodies SQS accepts, and a report that always fits.
+//! their redrive, dead-letter bodies SQS accepts, a report that always fits, and payloads a
+//! JSON parser refuses (through the real binary and an in-process Runtime API).
 
 #[path = "support/fakes.rs"]
 mod fakes;
+#[path = "support/process.rs"]
+mod process;
+#[path = "support/runtime_api.rs"]
+mod runtime_api;
 
 use std::time::Duration;
 
@@ -316,4 +321,71 @@ async fn a_body_of_sixty_thousand_items_still_gets_a_report_within_the_budget() 
     assert!(kept > 0);
     assert_eq!(v["resultsOmitted"], 60_000 - kept);
     assert_eq!(v["batchItemFailures"], json!([]));
+}
+
+// ---------------------------------------------------------------------------------------
+// Payloads a parser refuses (SPEC §2), through the real binary
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payloads_a_json_parser_refuses_fail_the_invocation_with_invalid_event() {
+    // GIVEN the function binary under an in-process Runtime API (no AWS call is needed)
+    let api = runtime_api::RuntimeApi::start().await;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_imagebuilder-reaper"));
+    cmd.env_clear().envs([
+        ("PATH", std::env::var("PATH").unwrap_or_default()),
+        ("AWS_LAMBDA_RUNTIME_API", api.address()),
+        ("AWS_LAMBDA_FUNCTION_NAME", "imagebuilder-reaper".into()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128".into()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
+        (
+            "AWS_LAMBDA_LOG_GROUP_NAME",
+            "/aws/lambda/imagebuilder-reaper".into(),
+        ),
+        (
+            "AWS_LAMBDA_LOG_STREAM_NAME",
+            "2026/01/01/[$LATEST]hardening".into(),
+        ),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ("AWS_CONFIG_FILE", "/dev/null".into()),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".into()),
+    ]);
+    let _function = process::Proc::spawn("imagebuilder-reaper", cmd);
+    let deep = format!(
+        "{}\"{}\"{}",
+        "[".repeat(300),
+        arn("web", 1),
+        "]".repeat(300)
+    );
+    for (payload, named) in [
+        (
+            r#"{"imageBuildVersionArns": [1e400]}"#.to_string(),
+            "number",
+        ),
+        (r#"[-1e999, "x"]"#.to_string(), "number"),
+        (deep, "128"),
+    ] {
+        // WHEN invoked with JSON that a parser refuses
+        let inv = api
+            .invoke_raw(payload.clone().into(), Duration::from_secs(30))
+            .await;
+        // THEN the invocation fails with InvalidEvent, naming what is wrong
+        let e = inv.reply.error();
+        assert_eq!(
+            e.error_type.as_deref(),
+            Some("InvalidEvent"),
+            "{payload:.80}: {e:?}"
+        );
+        let message = e.error_message.as_deref().unwrap_or_default();
+        assert!(message.contains(named), "{message}");
+    }
+    // AND the function is still serving: a plain invalid event is InvalidEvent too
+    let inv = api.invoke(&json!(42), Duration::from_secs(30)).await;
+    assert_eq!(
+        inv.reply.error().error_type.as_deref(),
+        Some("InvalidEvent")
+    );
 }
