@@ -938,3 +938,110 @@ mod tests {
         assert!(decode(&v).is_ok());
     }
 }
+
+/// Property tests of the decoding point: arbitrary JSON (with the SQS, SNS, EventBridge and
+/// dead-letter shapes mixed in) and arbitrary SQS bodies never panic and never lose a
+/// record; `arn::parse` never panics. 256 cases per property (or `PROPTEST_CASES`).
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// Strings that steer decoding: ARNs good and bad, option keys and their misspellings.
+    fn word() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("arn:aws:imagebuilder:us-east-1:123456789012:image/web/1.0.0/1".to_string()),
+            Just("arn:aws:imagebuilder:US-EAST-1:123456789012:image/web/1.0.0".to_string()),
+            Just("arn:aws-cn:imagebuilder:cn-north-1:aws:image/x/1.2.3/4".to_string()),
+            Just("arn:aws:ec2:us-east-1::image/ami-1".to_string()),
+            Just(ARN_KEY.to_string()),
+            Just(ARNS_KEY.to_string()),
+            Just("dryRun".to_string()),
+            Just("dry_run".to_string()),
+            Just("deleteOutputResources".to_string()),
+            Just("Type".to_string()),
+            Just("Notification".to_string()),
+            Just("Message".to_string()),
+            Just("errorCode".to_string()),
+            Just("input".to_string()),
+            Just("inputTruncated".to_string()),
+            Just("Items".to_string()),
+            Just("BatchInput".to_string()),
+            Just("detail".to_string()),
+            Just("detail-type".to_string()),
+            Just("source".to_string()),
+            Just("resources".to_string()),
+            ".{0,12}",
+            "arn:[a-z:/0-9.-]{0,60}",
+        ]
+    }
+
+    /// Arbitrary JSON, nested a few levels, built from [`word`]s.
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<f64>().prop_map(|f| json!(f)),
+            any::<i64>().prop_map(|i| json!(i)),
+            word().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::vec((word(), inner.clone()), 0..6)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+                // A JSON text inside a string, as SQS bodies and SNS Messages carry them.
+                inner.prop_map(|v| Value::String(v.to_string())),
+            ]
+        })
+    }
+
+    /// An SQS body: arbitrary text, or the JSON text of an arbitrary value.
+    fn body() -> impl Strategy<Value = String> {
+        prop_oneof![any::<String>(), word(), value().prop_map(|v| v.to_string())]
+    }
+
+    fn sqs_event(bodies: &[String]) -> Value {
+        let records: Vec<Value> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, b)| json!({"messageId": format!("m-{i}"), "body": b, "eventSource": "aws:sqs"}))
+            .collect();
+        json!({ "Records": records })
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(v in value()) {
+            let _ = decode(&v);
+            let _ = decode(&json!({"Records": [{"messageId": "m", "body": v.to_string(),
+                "eventSource": "aws:sqs"}]}));
+            let _ = decode(&json!({"Items": [v.clone()], "BatchInput": v.clone()}));
+            let _ = decode(&json!({"detail-type": "t", "source": "s", "detail": v}));
+        }
+
+        #[test]
+        fn every_sqs_record_is_accounted_for(bodies in prop::collection::vec(body(), 1..6)) {
+            let decoded = decode(&sqs_event(&bodies)).expect("an SQS event always decodes");
+            prop_assert_eq!(decoded.units.len(), bodies.len());
+            for (i, unit) in decoded.units.iter().enumerate() {
+                let id = format!("m-{i}");
+                prop_assert_eq!(unit.source.id.as_deref(), Some(id.as_str()));
+                prop_assert!(!unit.items.is_empty(), "record {} yields nothing: {:?}", i, bodies[i]);
+            }
+        }
+
+        #[test]
+        fn parsing_never_panics(s in any::<String>(), w in word(), bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            for text in [&s, &w] {
+                if let Ok(arn) = crate::arn::parse(text) {
+                    prop_assert_eq!(arn.as_str(), text.trim());
+                    prop_assert!(arn.as_str().contains(arn.region()));
+                }
+            }
+            let _ = parse_payload(&bytes);
+            let _ = parse_payload(s.as_bytes());
+        }
+    }
+}
