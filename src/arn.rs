@@ -353,24 +353,31 @@ pub struct Guards {
 }
 
 impl Guards {
-    /// First failing guard in the contract's order: PartitionMismatch, AccountNotAllowed, RegionNotAllowed.
+    /// The first guard alone: the ARN's partition is the function's own.
+    fn check_partition(&self, arn: &ImageArn) -> Result<(), Rejection> {
+        if arn.partition() == self.partition {
+            return Ok(());
+        }
+        Err(Rejection {
+            code: RejectCode::PartitionMismatch,
+            message: format!(
+                "{} is in partition {:?} but this function runs in partition {:?}",
+                quote(arn.as_str()),
+                arn.partition(),
+                self.partition
+            ),
+        })
+    }
+
+    /// First failing guard in the contract's order: PartitionMismatch, AccountNotAllowed,
+    /// RegionNotAllowed (a malformed region first, then the allow-list).
     ///
     /// Two refusals go beyond a plain allow-list lookup, both because the delete could never
     /// succeed: an AWS-managed account (`aws`, `aws-marketplace`) is refused even with
     /// `ALLOWED_ACCOUNT_IDS=*`, and with `ALLOWED_REGIONS` unset ("any region of the function's
     /// partition") a region of another partition is refused with `RegionNotAllowed`.
     pub fn check(&self, arn: &ImageArn) -> Result<(), Rejection> {
-        if arn.partition() != self.partition {
-            return Err(Rejection {
-                code: RejectCode::PartitionMismatch,
-                message: format!(
-                    "{} is in partition {:?} but this function runs in partition {:?}",
-                    quote(arn.as_str()),
-                    arn.partition(),
-                    self.partition
-                ),
-            });
-        }
+        self.check_partition(arn)?;
         if arn.is_aws_managed() {
             return Err(Rejection {
                 code: RejectCode::AccountNotAllowed,
@@ -398,6 +405,16 @@ impl Guards {
                 ),
             });
         }
+        if !is_well_formed_region(arn.region()) {
+            return Err(Rejection {
+                code: RejectCode::RegionNotAllowed,
+                message: format!(
+                    "region {:?} of {} is not a well-formed region name (expected lowercase like \"us-east-1\": ^[a-z]{{2}}(-[a-z]+)+-[0-9]+$)",
+                    arn.region(),
+                    quote(arn.as_str())
+                ),
+            });
+        }
         match &self.regions {
             AllowList::Any if partition_of_region(arn.region()) != self.partition => {
                 Err(Rejection {
@@ -421,6 +438,23 @@ impl Guards {
             }),
             _ => Ok(()),
         }
+    }
+}
+
+/// `^[a-z]{2}(-[a-z]+)+-[0-9]+$`: how every AWS region name is spelt. A client for any
+/// other string would sign for a region that does not exist.
+pub fn is_well_formed_region(region: &str) -> bool {
+    let parts: Vec<&str> = region.split('-').collect();
+    let lower = |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase());
+    match parts.as_slice() {
+        [first, middle @ .., last] if !middle.is_empty() => {
+            first.len() == 2
+                && lower(first)
+                && middle.iter().all(lower)
+                && !last.is_empty()
+                && last.bytes().all(|b| b.is_ascii_digit())
+        }
+        _ => false,
     }
 }
 
@@ -744,5 +778,60 @@ mod tests {
         assert_eq!(partition_of_region("us-isob-east-1"), "aws-iso-b");
         assert_eq!(partition_of_region("eu-isoe-west-1"), "aws-iso-e");
         assert_eq!(partition_of_region("us-isof-south-1"), "aws-iso-f");
+    }
+
+    #[test]
+    fn a_malformed_region_is_region_not_allowed_before_any_call() {
+        for region in [
+            "US-EAST-1",
+            "us_east_1",
+            "useast1",
+            "us-east",
+            "u-east-1",
+            "us-east-1a",
+            "us--east-1",
+        ] {
+            let input = format!("arn:aws:imagebuilder:{region}:123456789012:image/web/1.0.0/1");
+            // It is well formed as an ARN (the shape comes first) ...
+            let arn = parse(&input).unwrap();
+            // ... and refused by the region guard, even with ALLOWED_REGIONS unset or listing it
+            for regions in [AllowList::Any, AllowList::Only(vec![region.to_string()])] {
+                let g = Guards {
+                    regions,
+                    ..guards()
+                };
+                let r = g.check(&arn).unwrap_err();
+                assert_eq!(r.code, RejectCode::RegionNotAllowed, "{region}");
+                assert!(
+                    r.message.contains("not a well-formed region"),
+                    "{}",
+                    r.message
+                );
+            }
+        }
+        for region in [
+            "us-east-1",
+            "us-gov-west-1",
+            "ap-southeast-2",
+            "eu-isoe-west-1",
+        ] {
+            assert!(is_well_formed_region(region), "{region}");
+        }
+    }
+
+    #[test]
+    fn a_malformed_region_comes_after_partition_and_account() {
+        let foreign =
+            parse("arn:aws:imagebuilder:US-EAST-1:111122223333:image/web/1.0.0/1").unwrap();
+        assert_eq!(
+            guards().check(&foreign).unwrap_err().code,
+            RejectCode::AccountNotAllowed
+        );
+        let other =
+            parse("arn:aws-cn:imagebuilder:CN-NORTH-1:123456789012:image/web/1.0.0/1").unwrap();
+        assert_eq!(
+            guards().check(&other).unwrap_err().code,
+            RejectCode::PartitionMismatch
+        );
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Each candidate goes through [`arn::validate`] (a rejection keeps the raw input). The same
 //! ARN named many times with the same effective dry run becomes one [`Task`], shared by every
-//! unit that named it. SQS FIFO records of one message group share a lane and run in order;
+//! unit that named it; when those sources ask for different output resources, only what all
+//! of them asked for is deleted. SQS FIFO records of one message group share a lane and run in order;
 //! every other unit is a lane of its own, so everything else runs as a single wave.
 
 use std::collections::{HashMap, HashSet};
@@ -11,14 +12,17 @@ use std::collections::{HashMap, HashSet};
 use serde_json::Value;
 
 use crate::arn::{self, Guards, ImageArn, RejectCode, Rejection};
-use crate::event::{Decoded, InvocationKind, Item};
+use crate::event::{Decoded, InvocationKind, Item, ItemOptions};
 use crate::outcome::Subject;
+use crate::output_resources::mode::Mode;
 
 /// One distinct ARN to decide.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Task {
     pub arn: ImageArn,
-    pub dry_run: bool,
+    /// Effective: the dry run of every level and of the configuration; the
+    /// `deleteOutputResources` asked for (`None`: the invocation's mode).
+    pub options: ItemOptions,
 }
 
 /// An item refused before any call.
@@ -27,6 +31,8 @@ pub struct Rejected {
     /// The raw input (always [`Subject::Input`]), as the report and the DLQ name it.
     pub subject: Subject,
     pub rejection: Rejection,
+    /// Carried into the dead letter, so a redrive repeats the request as it was made.
+    pub options: ItemOptions,
 }
 
 /// One retryable unit (an SQS record, or the whole invocation) and what it named.
@@ -62,9 +68,16 @@ impl Batch {
     }
 }
 
-/// Builds the batch. `dry_run` is the configured-or-invocation dry run; a unit can only
-/// turn it on. `request_id` names units that carry no id of their own.
-pub fn build(decoded: &Decoded, guards: &Guards, dry_run: bool, request_id: &str) -> Batch {
+/// Builds the batch. `dry_run` is the configured-or-invocation dry run (a unit or an element
+/// can only turn it on); `output_mode` is the invocation's. `request_id` names units that
+/// carry no id of their own.
+pub fn build(
+    decoded: &Decoded,
+    guards: &Guards,
+    dry_run: bool,
+    output_mode: Mode,
+    request_id: &str,
+) -> Batch {
     let mut batch = Batch {
         kind: decoded.kind,
         tasks: Vec::new(),
@@ -75,7 +88,10 @@ pub fn build(decoded: &Decoded, guards: &Guards, dry_run: bool, request_id: &str
     let mut task_of: HashMap<(String, bool), usize> = HashMap::new();
     let mut lane_of_group: HashMap<String, usize> = HashMap::new();
     for (u, unit) in decoded.units.iter().enumerate() {
-        let dry_run = dry_run || unit.dry_run;
+        let unit_options = ItemOptions {
+            dry_run: dry_run || unit.dry_run,
+            delete_output_resources: None,
+        };
         let mut planned = Unit {
             kind: unit.source.kind.as_str(),
             id: unit_id(unit.source.id.as_deref(), decoded.kind, request_id),
@@ -85,13 +101,9 @@ pub fn build(decoded: &Decoded, guards: &Guards, dry_run: bool, request_id: &str
         };
         let mut named = HashSet::new();
         for item in &unit.items {
-            match validate(item, guards) {
-                Ok(arn) => {
-                    let key = (arn.as_str().to_string(), dry_run);
-                    let t = *task_of.entry(key).or_insert_with(|| {
-                        batch.tasks.push(Task { arn, dry_run });
-                        batch.tasks.len() - 1
-                    });
+            match validate(item, guards, unit_options) {
+                Ok(task) => {
+                    let t = add_task(&mut batch.tasks, &mut task_of, task, output_mode);
                     if named.insert(t) {
                         planned.tasks.push(t);
                     }
@@ -128,7 +140,8 @@ fn unit_id(id: Option<&str>, kind: InvocationKind, request_id: &str) -> String {
     }
 }
 
-fn validate(item: &Item, guards: &Guards) -> Result<ImageArn, Rejected> {
+/// The task of one valid item (with its effective options), or its rejection.
+fn validate(item: &Item, guards: &Guards, unit: ItemOptions) -> Result<Task, Rejected> {
     match item {
         Item::Invalid { input, message } => Err(Rejected {
             subject: Subject::Input(input.clone()),
@@ -136,12 +149,42 @@ fn validate(item: &Item, guards: &Guards) -> Result<ImageArn, Rejected> {
                 code: RejectCode::InvalidMessage,
                 message: message.clone(),
             },
+            options: unit,
         }),
-        Item::Candidate(s) => arn::validate(s, guards).map_err(|rejection| Rejected {
-            subject: Subject::Input(Value::String(s.clone())),
-            rejection,
-        }),
+        Item::Candidate { arn: s, options } => {
+            let options = unit.within(*options);
+            match arn::validate(s, guards) {
+                Ok(arn) => Ok(Task { arn, options }),
+                Err(rejection) => Err(Rejected {
+                    subject: Subject::Input(Value::String(s.clone())),
+                    rejection,
+                    options,
+                }),
+            }
+        }
     }
+}
+
+/// The index of `task`'s task: one per (ARN, effective dry run). When the sources that name
+/// it ask for different output resources, only what all of them asked for goes.
+fn add_task(
+    tasks: &mut Vec<Task>,
+    task_of: &mut HashMap<(String, bool), usize>,
+    task: Task,
+    default_mode: Mode,
+) -> usize {
+    let key = (task.arn.as_str().to_string(), task.options.dry_run);
+    if let Some(&t) = task_of.get(&key) {
+        let known = &mut tasks[t].options.delete_output_resources;
+        if *known != task.options.delete_output_resources {
+            let mode = |m: Option<Mode>| m.unwrap_or(default_mode);
+            *known = Some(mode(*known).narrowest(mode(task.options.delete_output_resources)));
+        }
+        return t;
+    }
+    tasks.push(task);
+    task_of.insert(key, tasks.len() - 1);
+    tasks.len() - 1
 }
 
 #[cfg(test)]
@@ -172,7 +215,10 @@ mod tests {
             group_id: group.map(str::to_string),
             items: items
                 .iter()
-                .map(|s| Item::Candidate(s.to_string()))
+                .map(|s| Item::Candidate {
+                    arn: s.to_string(),
+                    options: ItemOptions::default(),
+                })
                 .collect(),
             dry_run,
         }
@@ -197,7 +243,7 @@ mod tests {
             ],
         );
         // WHEN the batch is built
-        let b = build(&d, &guards(), false, "req");
+        let b = build(&d, &guards(), false, Mode::None, "req");
         // THEN two tasks; each unit lists its distinct tasks in first-named order
         assert_eq!(b.tasks.len(), 2);
         assert_eq!(b.units[0].tasks, vec![0, 1]);
@@ -216,14 +262,14 @@ mod tests {
             ],
         );
         // WHEN built without a configured dry run
-        let b = build(&d, &guards(), false, "req");
+        let b = build(&d, &guards(), false, Mode::None, "req");
         // THEN the preview never shares the real delete's task
-        let runs: Vec<bool> = b.tasks.iter().map(|t| t.dry_run).collect();
+        let runs: Vec<bool> = b.tasks.iter().map(|t| t.options.dry_run).collect();
         assert_eq!(runs, vec![true, false]);
         // AND a configured dry run makes both one dry-run task
-        let b = build(&d, &guards(), true, "req");
+        let b = build(&d, &guards(), true, Mode::None, "req");
         assert_eq!(b.tasks.len(), 1);
-        assert!(b.tasks[0].dry_run);
+        assert!(b.tasks[0].options.dry_run);
     }
 
     #[test]
@@ -234,7 +280,7 @@ mod tests {
             input: Value::from(7),
             message: "not an ARN".into(),
         });
-        let b = build(&sqs(false, vec![unit]), &guards(), false, "req");
+        let b = build(&sqs(false, vec![unit]), &guards(), false, Mode::None, "req");
         // THEN three rejections, in input order, with their codes
         let codes: Vec<RejectCode> = b.rejected.iter().map(|r| r.rejection.code).collect();
         assert_eq!(
@@ -263,6 +309,7 @@ mod tests {
             &sqs(false, vec![sqs_unit("m1", None, &[A], false)]),
             &g,
             false,
+            Mode::None,
             "r",
         );
         assert_eq!(b.rejected[0].rejection.code, RejectCode::AccountNotAllowed);
@@ -283,13 +330,13 @@ mod tests {
                 sqs_unit("m3", Some("g1"), &[B], false),
             ],
         );
-        let b = build(&d, &guards(), false, "req");
+        let b = build(&d, &guards(), false, Mode::None, "req");
         // THEN g1's records run in one lane, g2's in another
         assert_eq!(b.lanes, vec![vec![0, 2], vec![1]]);
         assert_eq!(b.units[2].group.as_deref(), Some("g1"));
         // AND on a standard queue a group id means nothing
         let d = sqs(false, d.units);
-        let b = build(&d, &guards(), false, "req");
+        let b = build(&d, &guards(), false, Mode::None, "req");
         assert_eq!(b.lanes, vec![vec![0], vec![1], vec![2]]);
         assert_eq!(b.units[0].group, None);
     }

@@ -25,7 +25,7 @@ pub const DEADLINE_REACHED: &str = "DeadlineReached";
 pub struct Rules<'a> {
     /// `PROTECT_TAG_KEY`.
     pub protect_tag_key: Option<&'a str>,
-    /// Which output resources to delete before DeleteImage.
+    /// Which output resources to delete before DeleteImage, unless the item asks otherwise.
     pub output_mode: Mode,
     /// `REQUIRE_COMPLETE_CLEANUP`.
     pub require_complete: bool,
@@ -56,7 +56,7 @@ pub async fn decide<I: Images, A: Amis, C: ContainerImages>(
         Status::WouldDelete,
     );
     let mut delete_latencies = Vec::new();
-    if prepare(images, cleaners, task, rules, &mut rec).await && !task.dry_run {
+    if prepare(images, cleaners, task, rules, &mut rec).await && !task.options.dry_run {
         let attempted = with_retries(&rules.policy, rules.window, || {
             images.delete_image(&task.arn)
         })
@@ -89,23 +89,27 @@ async fn prepare<I: Images, A: Amis, C: ContainerImages>(
     rules: &Rules<'_>,
     rec: &mut ResultRecord,
 ) -> bool {
-    if rules.protect_tag_key.is_none() && !rules.output_mode.any() {
+    let mode = task
+        .options
+        .delete_output_resources
+        .unwrap_or(rules.output_mode);
+    if rules.protect_tag_key.is_none() && !mode.any() {
         return true;
     }
     let Some(info) = read_image(images, task, rules, rec).await else {
         return false;
     };
-    if !rules.output_mode.any() {
+    if !mode.any() {
         return true;
     }
     let plan = plan::build(
         &info.output_resources,
         task.arn.account(),
         task.arn.region(),
-        rules.output_mode,
+        mode,
     );
     let settings = Settings {
-        dry_run: task.dry_run,
+        dry_run: task.options.dry_run,
         protect_tag_key: rules.protect_tag_key,
         require_complete: rules.require_complete,
         policy: rules.policy,

@@ -95,7 +95,7 @@ impl<'a, I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Engine<'a, I
     pub async fn run(&self, decoded: &Decoded, inv: &Invocation, output_mode: Mode) -> Execution {
         let base_dry_run = self.config.dry_run || decoded.options.dry_run;
         let guards = self.config.guards(&inv.invoked_function_arn);
-        let batch = batch::build(decoded, &guards, base_dry_run, &inv.request_id);
+        let batch = batch::build(decoded, &guards, base_dry_run, output_mode, &inv.request_id);
         let deadlines = Deadlines::new(inv.deadline, self.config.deadline_margin);
         let rules = Rules {
             protect_tag_key: self.config.protect_tag_key.as_deref(),
@@ -118,9 +118,7 @@ impl<'a, I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Engine<'a, I
             run.block_fifo(wave);
         }
         // The report's `dryRun`: the whole invocation was a dry run.
-        let dry_run =
-            base_dry_run || (!decoded.units.is_empty() && decoded.units.iter().all(|u| u.dry_run));
-        run.into_execution(dry_run)
+        run.into_execution(base_dry_run || decoded.is_dry_run())
     }
 
     fn policy(&self) -> RetryPolicy {
@@ -344,6 +342,7 @@ impl<'b> Run<'b> {
                     retryable: rec.retryable.unwrap_or(false),
                     attempts: rec.attempts,
                     source,
+                    options: self.batch.tasks[t].options,
                 }
             }
             ItemRef::Rejected(r) => {
@@ -355,6 +354,7 @@ impl<'b> Run<'b> {
                     retryable: false,
                     attempts: 0,
                     source,
+                    options: rej.options,
                 }
             }
         }

@@ -68,10 +68,17 @@ impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Handler<I, D, A,
     }
 
     /// The `lambda_runtime` entry point: the report as pre-serialised JSON (within the
-    /// response budget), or the whole-invocation error.
-    pub async fn invoke(&self, event: LambdaEvent<Value>) -> Result<Box<RawValue>, ReaperError> {
+    /// response budget), or the whole-invocation error. The payload arrives raw (the runtime
+    /// only checks that it is JSON), so a payload a parser refuses is `InvalidEvent` here.
+    pub async fn invoke(
+        &self,
+        event: LambdaEvent<Box<RawValue>>,
+    ) -> Result<Box<RawValue>, ReaperError> {
         let invocation = invocation_from(&event.context);
-        let report = self.handle(&event.payload, &invocation).await?;
+        let payload = event::parse_payload(event.payload.get().as_bytes()).inspect_err(
+            |e| tracing::error!(errorType = "InvalidEvent", error = %e, "invocation rejected"),
+        )?;
+        let report = self.handle(&payload, &invocation).await?;
         Ok(report.to_raw_json(self.config.report_budget_bytes))
     }
 

@@ -101,6 +101,9 @@ pub struct DeadLetterMessage {
     pub body: String,
     /// The `errorCode` String message attribute.
     pub error_code: String,
+    /// The body's `dedupKey`: the same for the same source, item and error, so a repeated
+    /// send can be recognised (a FIFO queue's MessageDeduplicationId).
+    pub dedup_key: String,
 }
 
 impl DeadLetterMessage {

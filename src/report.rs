@@ -2,6 +2,7 @@
 //! rejected item, `batchItemFailures` for SQS, and serialisation within the response budget.
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::outcome::{ResultRecord, Status, Subject};
@@ -158,12 +159,13 @@ impl Report {
         }
     }
 
-    /// Serialises within `budget` bytes: past it, successful entries are dropped (the
-    /// counts stay) and `resultsTruncated` is set; if failures alone still exceed it, their
-    /// raw `input`s and messages are shortened to previews (they are in the DLQ or handed
-    /// back in full). Entries of failures/rejections and `batchItemFailures` are never cut.
+    /// Serialises within `budget` bytes. Past it, the entries of successful outcomes are
+    /// dropped first; if the failures and rejections alone are still too large, their raw
+    /// `input`s and messages are shortened to previews (they are in the DLQ or handed back in
+    /// full) and then the last of them are dropped too. The counts stay, `resultsTruncated`
+    /// and `resultsOmitted` say what is missing, and `batchItemFailures` is never cut.
     pub fn to_json(&self, budget: usize) -> String {
-        let full = serde_json::to_string(self).expect("report serialises");
+        let full = serde_json::to_string(self).unwrap_or_default();
         if full.len() <= budget {
             return full;
         }
@@ -172,28 +174,46 @@ impl Report {
             .iter()
             .filter(|e| !e.status.is_success())
             .collect();
+        let skeleton = self.view(Vec::new(), self.results.len()).len();
+        let room = budget.saturating_sub(skeleton);
+        let mut entries: Vec<String> = failures.iter().map(|e| json_of(e)).collect();
+        if joined_len(&entries) > room {
+            entries = failures.iter().map(|e| json_of(&shorten(e))).collect();
+        }
+        // The longest prefix that fits: n entries take their bytes plus n - 1 commas.
+        let mut used = 0;
+        let kept = entries
+            .iter()
+            .take_while(|e| {
+                used += e.len() + 1;
+                used - 1 <= room
+            })
+            .count();
+        entries.truncate(kept);
+        let results = entries
+            .into_iter()
+            .filter_map(|e| RawValue::from_string(e).ok())
+            .collect::<Vec<_>>();
+        let omitted = self.results.len() - results.len();
+        self.view(results, omitted)
+    }
+
+    /// The report with only `results` (already serialised) and the truncation markers.
+    fn view(&self, results: Vec<Box<RawValue>>, omitted: usize) -> String {
         let view = ReportView {
             summary: &self.summary,
-            results: failures.clone(),
+            results,
             batch_item_failures: self.batch_item_failures.as_deref(),
             results_truncated: true,
+            results_omitted: omitted,
         };
-        let trimmed = serde_json::to_string(&view).expect("report serialises");
-        if trimmed.len() <= budget {
-            return trimmed;
-        }
-        let shortened: Vec<ResultEntry> = failures.iter().map(|e| shorten(e)).collect();
-        let view = ReportView {
-            results: shortened.iter().collect(),
-            ..view
-        };
-        serde_json::to_string(&view).expect("report serialises")
+        serde_json::to_string(&view).unwrap_or_default()
     }
 
     /// [`Report::to_json`] as a raw JSON value (what the Lambda handler returns, so the
     /// runtime does not serialise it a second time).
-    pub fn to_raw_json(&self, budget: usize) -> Box<serde_json::value::RawValue> {
-        serde_json::value::RawValue::from_string(self.to_json(budget)).expect("valid JSON")
+    pub fn to_raw_json(&self, budget: usize) -> Box<RawValue> {
+        RawValue::from_string(self.to_json(budget)).expect("valid JSON")
     }
 }
 
@@ -201,10 +221,25 @@ impl Report {
 #[serde(rename_all = "camelCase")]
 struct ReportView<'a> {
     summary: &'a Summary,
-    results: Vec<&'a ResultEntry>,
+    results: Vec<Box<RawValue>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     batch_item_failures: Option<&'a [BatchItemFailure]>,
     results_truncated: bool,
+    results_omitted: usize,
+}
+
+/// One entry as JSON (serialising strings, numbers and JSON values cannot fail).
+fn json_of(e: &ResultEntry) -> String {
+    serde_json::to_string(e).unwrap_or_default()
+}
+
+/// Bytes of `entries` written as the elements of one JSON array.
+fn joined_len(entries: &[String]) -> usize {
+    entries
+        .iter()
+        .map(|e| e.len() + 1)
+        .sum::<usize>()
+        .saturating_sub(1)
 }
 
 fn preview(s: &str) -> String {
@@ -309,6 +344,35 @@ mod tests {
         let v: Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["results"].as_array().unwrap().len(), 1);
         assert!(json.len() < 10_000);
+    }
+
+    #[test]
+    fn past_the_budget_failures_go_too_from_the_end_and_are_counted() {
+        // GIVEN 2 successes and 1,000 rejections whose entries alone exceed the budget
+        let mut records: Vec<_> = (0..2).map(|n| record(n, Status::Deleted)).collect();
+        records.extend((0..1_000).map(|n| {
+            let mut r = record(10 + n, Status::Rejected);
+            r.message = Some("m".repeat(300));
+            r
+        }));
+        let failures: Vec<String> = (0..500).map(|i| format!("m-{i}")).collect();
+        let report = Report::new(&records, false, Some(failures.clone()));
+        // WHEN serialised within 60 kB
+        let json = report.to_json(60_000);
+        // THEN it fits, the first rejections are kept in order, the rest are counted
+        assert!(json.len() <= 60_000, "{}", json.len());
+        let v: Value = serde_json::from_str(&json).unwrap();
+        let kept = v["results"].as_array().unwrap();
+        assert!(!kept.is_empty() && kept.len() < 1_000);
+        assert_eq!(kept[0]["imageBuildVersionArn"], records[2].subject_arn());
+        assert!(kept.iter().all(|e| e["status"] == "rejected"));
+        assert_eq!(v["resultsOmitted"], 1_002 - kept.len());
+        assert_eq!(v["summary"]["rejected"], 1_000);
+        // AND batchItemFailures is whole, even when it alone exceeds the budget
+        let json = report.to_json(100);
+        let v: Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["batchItemFailures"].as_array().unwrap().len(), 500);
+        assert_eq!(v["resultsOmitted"], 1_002);
     }
 
     impl ResultRecord {

@@ -53,6 +53,20 @@ impl Mode {
     pub fn any(self) -> bool {
         self != Mode::None
     }
+
+    /// What both modes delete: when two requests for one image differ, nothing is deleted
+    /// that one of them asked to keep.
+    pub fn narrowest(self, other: Mode) -> Mode {
+        match (
+            self.amis() && other.amis(),
+            self.containers() && other.containers(),
+        ) {
+            (true, true) => Mode::All,
+            (true, false) => Mode::Amis,
+            (false, true) => Mode::Containers,
+            (false, false) => Mode::None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -305,6 +305,7 @@ async fn sqs_adapter_sends_bodies_with_the_error_code_attribute_and_reports_per_
             id: format!("m{i}"),
             body: json!({"imageBuildVersionArn": arn_in("us-east-1", "x", i)}).to_string(),
             error_code: "ClientException".into(),
+            dedup_key: format!("k{i}"),
         })
         .collect();
     let results = sink.send_batch(&msgs).await.unwrap();

@@ -3,7 +3,7 @@
 //! test fails `every_fixture_is_covered`.
 
 use imagebuilder_reaper::event::{
-    decode, Decoded, InvalidEvent, InvocationKind, Item, Options, SourceKind, Unit,
+    decode, Decoded, InvalidEvent, InvocationKind, Item, ItemOptions, Options, SourceKind, Unit,
 };
 use serde_json::{json, Value};
 
@@ -17,11 +17,19 @@ fn decode_fixture(name: &str) -> Decoded {
     decode(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
+/// A candidate without options of its own.
+fn candidate(arn: String) -> Item {
+    Item::Candidate {
+        arn,
+        options: ItemOptions::default(),
+    }
+}
+
 fn candidates(unit: &Unit) -> Vec<&str> {
     unit.items
         .iter()
         .filter_map(|item| match item {
-            Item::Candidate(s) => Some(s.as_str()),
+            Item::Candidate { arn, .. } => Some(arn.as_str()),
             Item::Invalid { .. } => None,
         })
         .collect()
@@ -32,7 +40,7 @@ fn invalids(unit: &Unit) -> Vec<(&Value, &str)> {
         .iter()
         .filter_map(|item| match item {
             Item::Invalid { input, message } => Some((input, message.as_str())),
-            Item::Candidate(_) => None,
+            Item::Candidate { .. } => None,
         })
         .collect()
 }
@@ -252,10 +260,7 @@ fn eventbridge_imagebuilder_state_change() {
         unit.source.id.as_deref(),
         Some("a2f7e3c1-0b4d-4e8f-9a6b-5c3d2e1f0a9b")
     );
-    assert_eq!(
-        unit.items,
-        [Item::Candidate(format!("{A}/web-server/1.2.0/4"))]
-    );
+    assert_eq!(unit.items, [candidate(format!("{A}/web-server/1.2.0/4"))]);
 }
 
 #[test]
@@ -342,10 +347,7 @@ fn assert_direct(decoded: &Decoded) -> &Unit {
 fn direct_single() {
     let decoded = decode_fixture("direct-single.json");
     let unit = assert_direct(&decoded);
-    assert_eq!(
-        unit.items,
-        [Item::Candidate(format!("{A}/web-server/1.2.0/3"))]
-    );
+    assert_eq!(unit.items, [candidate(format!("{A}/web-server/1.2.0/3"))]);
     assert!(!decoded.options.dry_run && !unit.dry_run);
 }
 
@@ -437,10 +439,7 @@ fn itembatcher_bad_items_are_invalid_one_by_one() {
     let unit = only_unit(&decoded);
     // THEN only those two are invalid, in place
     assert_eq!(unit.items.len(), 3);
-    assert_eq!(
-        unit.items[0],
-        Item::Candidate(format!("{A}/web-server/1.0.0/1"))
-    );
+    assert_eq!(unit.items[0], candidate(format!("{A}/web-server/1.0.0/1")));
     assert!(matches!(&unit.items[1], Item::Invalid { input, .. } if *input == json!(42)));
     assert!(
         matches!(&unit.items[2], Item::Invalid { input, .. } if *input == json!({"name": "web-server"}))
@@ -459,10 +458,7 @@ fn direct_wrongly_typed_fields_are_invalid_items() {
     assert!(matches!(&unit.items[0], Item::Invalid { input, message }
         if *input == json!(7) && message.contains("imageBuildVersionArn must be a string")));
     assert!(matches!(&unit.items[1], Item::Invalid { input, .. } if input.is_null()));
-    assert_eq!(
-        unit.items[2],
-        Item::Candidate(format!("{A}/web-server/1.0.0/1"))
-    );
+    assert_eq!(unit.items[2], candidate(format!("{A}/web-server/1.0.0/1")));
 }
 
 // ---------------------------------------------------------------- malformed invocations
@@ -557,7 +553,7 @@ fn sqs_body_shapes() {
         assert_eq!(
             unit.items
                 .iter()
-                .filter(|i| matches!(i, Item::Candidate(c) if *c == arn))
+                .filter(|i| matches!(i, Item::Candidate { arn: c, .. } if *c == arn))
                 .count(),
             unit.items.len(),
             "{unit:?}"

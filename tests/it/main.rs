@@ -21,6 +21,7 @@ mod e2e;
 #[cfg(feature = "output-resources")]
 mod e2e_output_resources;
 mod handler;
+mod hardening;
 mod output_resources;
 mod statemachine;
 mod support;

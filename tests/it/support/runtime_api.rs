@@ -139,12 +139,19 @@ impl RuntimeApi {
     /// Queues `event` with a deadline `budget` from now (from when the function picks it
     /// up, as Lambda does) and waits for the function's reply. Panics after `budget` + 60 s.
     pub async fn invoke(&self, event: &Value, budget: Duration) -> Reply {
+        self.invoke_raw(Bytes::from(serde_json::to_vec(event).unwrap()), budget)
+            .await
+    }
+
+    /// [`RuntimeApi::invoke`] with the payload as given, byte for byte (JSON that
+    /// `serde_json::Value` cannot hold: numbers outside an f64, deep nesting).
+    pub async fn invoke_raw(&self, payload: Bytes, budget: Duration) -> Reply {
         let request_id = new_request_id();
         let (reply_tx, reply_rx) = oneshot::channel();
         self.tx
             .send(Pending {
                 request_id: request_id.clone(),
-                body: Bytes::from(serde_json::to_vec(event).unwrap()),
+                body: payload,
                 deadline_ms: budget.as_millis() as u64,
                 reply: reply_tx,
             })
