@@ -355,3 +355,216 @@ fn optional_bool(object: &Map<String, Value>, key: &'static str) -> Result<bool,
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(plan: Value) -> Result<Selection, RequestError> {
+        parse_plan_request(&json!({ "plan": plan }), "us-east-1")
+    }
+
+    #[test]
+    fn full_request_is_validated_and_normalised() {
+        // GIVEN the documented example, with names out of order and a duplicate
+        let plan = json!({"names": ["web", "api-*", "web"], "regions": ["us-west-2", "us-east-1"],
+            "keepNewest": 3, "olderThanDays": 30, "statuses": ["FAILED", "AVAILABLE"],
+            "excludeTagKeys": ["pinned"], "allowDeletingNewest": false});
+        // WHEN parsed
+        let selection = parse(plan).unwrap();
+        // THEN every field is kept, lists sorted and de-duplicated
+        assert_eq!(
+            selection,
+            Selection {
+                names: vec!["api-*".into(), "web".into()],
+                regions: vec!["us-east-1".into(), "us-west-2".into()],
+                keep_newest: Some(3),
+                older_than_days: Some(30),
+                statuses: Some(vec!["AVAILABLE".into(), "FAILED".into()]),
+                exclude_tag_keys: vec!["pinned".into()],
+                allow_deleting_newest: false,
+            }
+        );
+    }
+
+    #[test]
+    fn defaults_fill_names_regions_and_flags() {
+        // GIVEN a plan with one rule only
+        // WHEN parsed THEN names covers every image, regions is the function's, flags are off
+        let selection = parse(json!({"olderThanDays": 0})).unwrap();
+        assert_eq!(selection.names, vec!["*"]);
+        assert_eq!(selection.regions, vec!["us-east-1"]);
+        assert_eq!(selection.older_than_days, Some(0));
+        assert_eq!((selection.keep_newest, selection.statuses.clone()), (None, None));
+        assert!(selection.exclude_tag_keys.is_empty());
+        assert!(!selection.allow_deleting_newest);
+    }
+
+    #[test]
+    fn each_rule_alone_is_enough_and_keep_newest_zero_counts() {
+        // GIVEN plans naming exactly one rule, including keepNewest 0
+        for plan in [json!({"keepNewest": 0}), json!({"olderThanDays": 7}), json!({"statuses": ["FAILED"]})] {
+            // WHEN parsed THEN each is accepted
+            assert!(parse(plan.clone()).is_ok(), "{plan}");
+        }
+        assert_eq!(parse(json!({"keepNewest": 0})).unwrap().keep_newest, Some(0));
+    }
+
+    #[test]
+    fn a_plan_without_a_rule_is_refused_naming_the_three_rules() {
+        // GIVEN plans without keepNewest, olderThanDays or statuses
+        for plan in [json!({}), json!({"names": ["web"], "excludeTagKeys": ["pinned"], "allowDeletingNewest": true})] {
+            // WHEN parsed THEN NoRule, whose message names all three rules
+            let err = parse(plan).unwrap_err();
+            assert_eq!(err, RequestError::NoRule);
+            let message = err.to_string();
+            for rule in ["keepNewest", "olderThanDays", "statuses"] {
+                assert!(message.contains(rule), "{message}");
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_a_suggestion() {
+        // GIVEN a typo, a case variant, a snake_case variant and an unrelated key
+        let table: &[(&str, Option<&str>)] = &[
+            ("keepNewst", Some("keepNewest")),
+            ("KeepNewest", Some("keepNewest")),
+            ("older_than_days", Some("olderThanDays")),
+            ("exclude-tag-keys", Some("excludeTagKeys")),
+            ("name", Some("names")),
+            ("dryRun", None),
+        ];
+        for &(key, suggestion) in table {
+            // WHEN a plan with a valid rule carries it
+            let mut plan = json!({"keepNewest": 3});
+            plan[key] = json!(1);
+            let err = parse(plan).unwrap_err();
+            // THEN UnknownKey, with the likely intended key, and a message saying why
+            match &err {
+                RequestError::UnknownKey { key: k, suggestion: s, .. } => {
+                    assert_eq!((k.as_str(), *s), (key, suggestion));
+                }
+                other => panic!("{key}: {other:?}"),
+            }
+            assert!(err.to_string().contains("typo cannot widen a plan"), "{err}");
+        }
+    }
+
+    #[test]
+    fn top_level_keys_besides_plan_are_refused() {
+        // GIVEN a request with a key next to `plan`
+        let request = json!({"plan": {"keepNewest": 1}, "plans": {}});
+        // WHEN parsed THEN it is an unknown key
+        let err = parse_plan_request(&request, "us-east-1").unwrap_err();
+        assert!(matches!(err, RequestError::UnknownKey { ref key, .. } if key == "plans"), "{err:?}");
+    }
+
+    #[test]
+    fn non_objects_are_refused() {
+        // GIVEN a request or plan that is not an object WHEN parsed THEN NotAnObject
+        let table = [json!(["plan"]), json!({"plan": "keepNewest=3"}), json!({"plan": null})];
+        for request in table {
+            let err = parse_plan_request(&request, "us-east-1").unwrap_err();
+            assert!(matches!(err, RequestError::NotAnObject { .. }), "{request}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_values_are_refused_naming_the_key() {
+        // GIVEN a valid rule plus one invalid value
+        let table: &[(&str, Value, &str)] = &[
+            ("keepNewest", json!(-1), "integer >= 0"),
+            ("keepNewest", json!(1.5), "integer >= 0"),
+            ("keepNewest", json!("3"), "integer >= 0"),
+            ("keepNewest", json!(null), "integer >= 0"),
+            ("keepNewest", json!(4_294_967_296u64), "at most"),
+            ("olderThanDays", json!(-30), "integer >= 0"),
+            ("olderThanDays", json!(true), "integer >= 0"),
+            ("statuses", json!(["failed"]), "did you mean \"FAILED\""),
+            ("statuses", json!(["GONE"]), "not an image status"),
+            ("statuses", json!([]), "must not be empty"),
+            ("statuses", json!("FAILED"), "list of strings"),
+            ("names", json!([]), "must not be empty"),
+            ("names", json!([""]), "not a name glob"),
+            ("names", json!(["Web"]), "not a name glob"),
+            ("names", json!(["web/1.0.0"]), "not a name glob"),
+            ("names", json!(["[a-z]*"]), "not a name glob"),
+            ("names", json!([3]), "list of strings"),
+            ("regions", json!([]), "must not be empty"),
+            ("regions", json!(["us-east"]), "well-formed region"),
+            ("regions", json!(["US-EAST-1"]), "well-formed region"),
+            ("regions", json!(["use-east-1"]), "well-formed region"),
+            ("regions", json!(["us--1"]), "well-formed region"),
+            ("regions", json!(["us-east-1a"]), "well-formed region"),
+            ("excludeTagKeys", json!([""]), "tag key of 1 to 128"),
+            ("excludeTagKeys", json!(["k".repeat(129)]), "tag key of 1 to 128"),
+            ("excludeTagKeys", json!({"pinned": true}), "list of strings"),
+            ("allowDeletingNewest", json!("yes"), "true or false"),
+            ("allowDeletingNewest", json!(null), "true or false"),
+        ];
+        for (key, value, needle) in table {
+            let mut plan = json!({"olderThanDays": 30});
+            plan[*key] = value.clone();
+            // WHEN parsed THEN Invalid for that key, with a message that says what is expected
+            let err = parse(plan).unwrap_err();
+            assert!(matches!(err, RequestError::Invalid { key: k, .. } if k == *key), "{key}={value}: {err:?}");
+            assert!(err.to_string().contains(needle), "{key}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn valid_edge_values_are_accepted() {
+        // GIVEN unusual but valid values
+        let plan = json!({"names": ["*", "a?c", "web_1-x"], "regions": ["us-gov-west-1", "cn-north-1"],
+            "statuses": IMAGE_STATUSES, "excludeTagKeys": ["aws:cloudformation:stack-name", "k".repeat(128)],
+            "keepNewest": u32::MAX});
+        // WHEN parsed THEN accepted
+        let selection = parse(plan).unwrap();
+        assert_eq!(selection.statuses.unwrap().len(), IMAGE_STATUSES.len());
+        assert_eq!(selection.regions, vec!["cn-north-1", "us-gov-west-1"]);
+    }
+
+    #[test]
+    fn selection_serialises_camel_case_and_parses_back() {
+        // GIVEN a normalised selection without olderThanDays
+        let selection = parse(json!({"names": ["web"], "keepNewest": 2, "statuses": ["FAILED"]})).unwrap();
+        // WHEN serialised
+        let value = serde_json::to_value(&selection).unwrap();
+        // THEN it is camelCase, absent rules are left out, defaults are explicit
+        assert_eq!(
+            value,
+            json!({"names": ["web"], "regions": ["us-east-1"], "keepNewest": 2, "statuses": ["FAILED"],
+                "excludeTagKeys": [], "allowDeletingNewest": false})
+        );
+        // AND it deserialises to the same selection
+        assert_eq!(serde_json::from_value::<Selection>(value).unwrap(), selection);
+    }
+
+    #[test]
+    fn a_stored_selection_goes_through_the_same_validation() {
+        // GIVEN stored selections without regions, with an unknown key, without a rule
+        let table = [
+            json!({"names": ["*"], "keepNewest": 1}),
+            json!({"names": ["*"], "regions": ["us-east-1"], "keepNewest": 1, "keepOldest": 1}),
+            json!({"names": ["*"], "regions": ["us-east-1"]}),
+        ];
+        for value in table {
+            // WHEN deserialised THEN refused
+            assert!(serde_json::from_value::<Selection>(value.clone()).is_err(), "{value}");
+        }
+        let err = Selection::from_plan(&json!({"keepNewest": 1}), None).unwrap_err();
+        assert_eq!(err, RequestError::Missing { key: "regions" });
+    }
+
+    #[test]
+    fn suggestions_stay_close() {
+        // GIVEN keys far from any allowed one WHEN suggested THEN nothing is offered
+        assert_eq!(suggest("completelyDifferent", &PLAN_KEYS), None);
+        assert_eq!(suggest(&"x".repeat(1000), &PLAN_KEYS), None);
+        // AND near ones get the closest key
+        assert_eq!(suggest("statuss", &PLAN_KEYS), Some("statuses"));
+        assert_eq!(suggest("region", &PLAN_KEYS), Some("regions"));
+    }
+}
