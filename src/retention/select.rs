@@ -280,3 +280,462 @@ fn parse_version(version: &str) -> Option<[u64; 3]> {
     let v = [parts.next()??, parts.next()??, parts.next()??];
     parts.next().is_none().then_some(v)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2026-11-01T00:00:00Z: every test passes this as `now`.
+    const NOW: i64 = 1_793_491_200_000;
+
+    fn build(name: &str, version: &str, build: u64, status: &str, days_ago: f64) -> BuildVersion {
+        build_in("us-east-1", name, version, build, status, days_ago)
+    }
+
+    fn build_in(region: &str, name: &str, version: &str, build: u64, status: &str, days_ago: f64) -> BuildVersion {
+        BuildVersion {
+            arn: format!("arn:aws:imagebuilder:{region}:123456789012:image/{name}/{version}/{build}"),
+            name: name.to_owned(),
+            version: version.to_owned(),
+            build,
+            status: status.to_owned(),
+            date_created: rfc3339::format_ms(NOW - (days_ago * rfc3339::DAY_MS as f64) as i64),
+            tags: BTreeMap::new(),
+        }
+    }
+
+    fn tagged(mut b: BuildVersion, key: &str) -> BuildVersion {
+        b.tags.insert(key.to_owned(), "yes".to_owned());
+        b
+    }
+
+    fn selection() -> Selection {
+        Selection {
+            names: vec!["*".into()],
+            regions: vec!["us-east-1".into()],
+            keep_newest: None,
+            older_than_days: None,
+            statuses: None,
+            exclude_tag_keys: vec!["pinned".into()],
+            allow_deleting_newest: false,
+        }
+    }
+
+    fn keep_newest(k: u32) -> Selection {
+        Selection { keep_newest: Some(k), ..selection() }
+    }
+
+    /// (ARN suffix after `image/`, decision as a short string) in result order.
+    fn outcome(builds: &[BuildVersion], selection: &Selection, protect: Option<&str>) -> Vec<(String, String)> {
+        select(builds, selection, protect, NOW)
+            .into_iter()
+            .map(|d| {
+                let id = d.build.arn.split("image/").nth(1).unwrap().to_owned();
+                let decision = match d.decision {
+                    Decision::Keep(reason) => reason.to_string(),
+                    Decision::Delete(reasons) => {
+                        let names: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+                        format!("delete {}", names.join(","))
+                    }
+                };
+                (id, decision)
+            })
+            .collect()
+    }
+
+    fn expect(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn keep_newest_counts_per_name_across_versions() {
+        // GIVEN web 1.0.0, 1.0.1 and 1.1.0, all AVAILABLE, and api with one build
+        let builds = [
+            build("web", "1.0.0", 1, "AVAILABLE", 30.0),
+            build("web", "1.1.0", 1, "AVAILABLE", 10.0),
+            build("web", "1.0.1", 1, "AVAILABLE", 20.0),
+            build("api", "2.0.0", 4, "AVAILABLE", 90.0),
+        ];
+        // WHEN keepNewest is 2
+        // THEN the two newest web builds share the slots whatever their version; api keeps its own
+        assert_eq!(
+            outcome(&builds, &keep_newest(2), None),
+            expect(&[
+                ("api/2.0.0/4", "keepNewest"),
+                ("web/1.1.0/1", "keepNewest"),
+                ("web/1.0.1/1", "keepNewest"),
+                ("web/1.0.0/1", "delete beyondKeepNewest"),
+            ])
+        );
+    }
+
+    #[test]
+    fn builds_that_are_not_available_never_take_a_slot() {
+        // GIVEN newer FAILED, CANCELLED, DEPRECATED and DISABLED builds above two AVAILABLE ones
+        let builds = [
+            build("web", "1.0.0", 6, "FAILED", 1.0),
+            build("web", "1.0.0", 5, "CANCELLED", 2.0),
+            build("web", "1.0.0", 4, "DEPRECATED", 3.0),
+            build("web", "1.0.0", 3, "DISABLED", 4.0),
+            build("web", "1.0.0", 2, "AVAILABLE", 5.0),
+            build("web", "1.0.0", 1, "AVAILABLE", 6.0),
+        ];
+        // WHEN keepNewest is 2
+        // THEN both AVAILABLE builds are kept and the newer ones are beyond keepNewest
+        assert_eq!(
+            outcome(&builds, &keep_newest(2), None),
+            expect(&[
+                ("web/1.0.0/6", "delete beyondKeepNewest"),
+                ("web/1.0.0/5", "delete beyondKeepNewest"),
+                ("web/1.0.0/4", "delete beyondKeepNewest"),
+                ("web/1.0.0/3", "delete beyondKeepNewest"),
+                ("web/1.0.0/2", "keepNewest"),
+                ("web/1.0.0/1", "keepNewest"),
+            ])
+        );
+    }
+
+    #[test]
+    fn protected_builds_do_not_use_a_slot() {
+        // GIVEN the newest build carries an excluded tag key, the second the protect tag key
+        let builds = [
+            tagged(build("web", "1.0.0", 5, "AVAILABLE", 1.0), "pinned"),
+            tagged(build("web", "1.0.0", 4, "AVAILABLE", 2.0), "keep-me"),
+            build("web", "1.0.0", 3, "AVAILABLE", 3.0),
+            build("web", "1.0.0", 2, "AVAILABLE", 4.0),
+            tagged(build("web", "1.0.0", 1, "FAILED", 5.0), "pinned"),
+        ];
+        // WHEN keepNewest is 1 with PROTECT_TAG_KEY=keep-me
+        // THEN both tagged builds are protected and the slot goes to the newest untagged build
+        assert_eq!(
+            outcome(&builds, &keep_newest(1), Some("keep-me")),
+            expect(&[
+                ("web/1.0.0/5", "protected"),
+                ("web/1.0.0/4", "protected"),
+                ("web/1.0.0/3", "keepNewest"),
+                ("web/1.0.0/2", "delete beyondKeepNewest"),
+                ("web/1.0.0/1", "protected"),
+            ])
+        );
+        // AND without PROTECT_TAG_KEY the protect-tagged build is an ordinary one
+        assert_eq!(outcome(&builds, &keep_newest(1), None)[1].1, "keepNewest");
+    }
+
+    #[test]
+    fn keep_newest_zero_keeps_nothing_by_count_but_the_newest_stays() {
+        // GIVEN three AVAILABLE builds
+        let builds = [
+            build("web", "1.0.0", 3, "AVAILABLE", 1.0),
+            build("web", "1.0.0", 2, "AVAILABLE", 2.0),
+            build("web", "1.0.0", 1, "AVAILABLE", 3.0),
+        ];
+        // WHEN keepNewest is 0 THEN only the newest AVAILABLE build is kept, as newestAvailable
+        assert_eq!(
+            outcome(&builds, &keep_newest(0), None),
+            expect(&[
+                ("web/1.0.0/3", "newestAvailable"),
+                ("web/1.0.0/2", "delete beyondKeepNewest"),
+                ("web/1.0.0/1", "delete beyondKeepNewest"),
+            ])
+        );
+        // WHEN allowDeletingNewest is also set THEN the newest goes too, and says why
+        let all = Selection { allow_deleting_newest: true, ..keep_newest(0) };
+        assert_eq!(outcome(&builds, &all, None)[0].1, "delete beyondKeepNewest,allowDeletingNewest");
+    }
+
+    #[test]
+    fn newest_available_is_per_image_and_ignores_other_statuses() {
+        // GIVEN per name: a newer FAILED build above the newest AVAILABLE one, all old
+        let builds = [
+            build("web", "1.0.0", 2, "FAILED", 40.0),
+            build("web", "1.0.0", 1, "AVAILABLE", 50.0),
+            build("api", "1.0.0", 1, "AVAILABLE", 60.0),
+            build("api", "1.0.0", 2, "AVAILABLE", 45.0),
+        ];
+        // WHEN only olderThanDays 30 applies
+        let older = Selection { older_than_days: Some(30), ..selection() };
+        // THEN each name keeps its newest AVAILABLE build; the FAILED one is not "newest"
+        assert_eq!(
+            outcome(&builds, &older, None),
+            expect(&[
+                ("api/1.0.0/2", "newestAvailable"),
+                ("api/1.0.0/1", "delete olderThan30Days"),
+                ("web/1.0.0/2", "delete olderThan30Days"),
+                ("web/1.0.0/1", "newestAvailable"),
+            ])
+        );
+    }
+
+    #[test]
+    fn in_progress_builds_are_never_selected() {
+        // GIVEN an old build in each in-progress status, the plan selecting exactly those statuses
+        let builds: Vec<BuildVersion> = IN_PROGRESS_STATUSES
+            .iter()
+            .enumerate()
+            .map(|(i, status)| build("web", "1.0.0", i as u64 + 1, status, 100.0 + i as f64))
+            .collect();
+        let greedy = Selection {
+            keep_newest: Some(0),
+            older_than_days: Some(0),
+            statuses: Some(IN_PROGRESS_STATUSES.iter().map(|s| s.to_string()).collect()),
+            allow_deleting_newest: true,
+            ..selection()
+        };
+        // WHEN selected THEN every one is kept as inProgress
+        for (id, decision) in outcome(&builds, &greedy, None) {
+            assert_eq!(decision, "inProgress", "{id}");
+        }
+    }
+
+    #[test]
+    fn older_than_days_boundary() {
+        // GIVEN builds just under, exactly at, and over 30 days old, plus one dated in the future
+        let mut future = build("web", "1.0.0", 5, "FAILED", 0.0);
+        future.date_created = rfc3339::format_ms(NOW + 60_000);
+        let mut just_under = build("web", "1.0.0", 3, "FAILED", 0.0);
+        just_under.date_created = rfc3339::format_ms(NOW - 30 * rfc3339::DAY_MS + 1);
+        let builds = [
+            future,
+            just_under,
+            build("web", "1.0.0", 2, "FAILED", 30.0),
+            build("web", "1.0.0", 1, "FAILED", 31.0),
+        ];
+        // WHEN olderThanDays is 30 THEN "less than 30 days ago" is tooNew, 30 days is old enough
+        let older = Selection { older_than_days: Some(30), ..selection() };
+        assert_eq!(
+            outcome(&builds, &older, None),
+            expect(&[
+                ("web/1.0.0/5", "tooNew"),
+                ("web/1.0.0/3", "tooNew"),
+                ("web/1.0.0/2", "delete olderThan30Days"),
+                ("web/1.0.0/1", "delete olderThan30Days"),
+            ])
+        );
+        // WHEN olderThanDays is 0 THEN only the future-dated build is too new
+        let zero = Selection { older_than_days: Some(0), ..selection() };
+        let decisions = outcome(&builds, &zero, None);
+        assert_eq!(decisions[0].1, "tooNew");
+        assert!(decisions[1..].iter().all(|(_, d)| d == "delete olderThan0Days"));
+    }
+
+    #[test]
+    fn statuses_select_only_the_named_statuses() {
+        // GIVEN an old AVAILABLE pair and old FAILED and DEPRECATED builds
+        let builds = [
+            build("web", "1.0.0", 4, "AVAILABLE", 10.0),
+            build("web", "1.0.0", 3, "FAILED", 20.0),
+            build("web", "1.0.0", 2, "AVAILABLE", 30.0),
+            build("web", "1.0.0", 1, "DEPRECATED", 40.0),
+        ];
+        // WHEN statuses is [FAILED, DEPRECATED]
+        let failed = Selection { statuses: Some(vec!["DEPRECATED".into(), "FAILED".into()]), ..selection() };
+        // THEN only those go, each naming its status
+        assert_eq!(
+            outcome(&builds, &failed, None),
+            expect(&[
+                ("web/1.0.0/4", "statusNotSelected"),
+                ("web/1.0.0/3", "delete statusFAILED"),
+                ("web/1.0.0/2", "statusNotSelected"),
+                ("web/1.0.0/1", "delete statusDEPRECATED"),
+            ])
+        );
+    }
+
+    #[test]
+    fn every_selecting_rule_is_listed_in_a_fixed_order() {
+        // GIVEN an old FAILED build beyond keepNewest
+        let builds = [build("web", "1.0.0", 2, "AVAILABLE", 1.0), build("web", "1.0.0", 1, "FAILED", 90.0)];
+        // WHEN all three rules are given
+        let all = Selection {
+            keep_newest: Some(1),
+            older_than_days: Some(30),
+            statuses: Some(vec!["FAILED".into()]),
+            ..selection()
+        };
+        // THEN its reasons name all three, in rule order
+        let decided = select(&builds, &all, None, NOW);
+        assert_eq!(
+            decided[1].decision,
+            Decision::Delete(vec![
+                DeleteReason::BeyondKeepNewest,
+                DeleteReason::OlderThanDays(30),
+                DeleteReason::Status("FAILED".into()),
+            ])
+        );
+        assert_eq!(outcome(&builds, &all, None)[1].1, "delete beyondKeepNewest,olderThan30Days,statusFAILED");
+    }
+
+    #[test]
+    fn each_keep_reason_wins_over_every_later_one() {
+        // GIVEN for each pair of keep reasons a build to which both apply
+        // (target is always web/1.0.0/9; "web/1.0.0/1" is an older AVAILABLE sibling)
+        let old = |status: &str| build("web", "1.0.0", 9, status, 90.0);
+        let fresh = |status: &str| build("web", "1.0.0", 9, status, 1.0);
+        let sibling = build("web", "1.0.0", 1, "AVAILABLE", 100.0);
+        let mut no_date = old("AVAILABLE");
+        no_date.date_created = "yesterday".into();
+        let mut bad_arn = old("AVAILABLE");
+        bad_arn.arn = "arn:aws:imagebuilder:us-east-1:123456789012:image/web/1.0.0".into();
+        let all_rules = |k: u32| Selection {
+            keep_newest: Some(k),
+            older_than_days: Some(30),
+            statuses: Some(vec!["FAILED".into()]),
+            ..selection()
+        };
+        let table: Vec<(&str, BuildVersion, Selection, &str)> = vec![
+            ("inProgress > protected", tagged(old("BUILDING"), "pinned"), all_rules(0), "inProgress"),
+            ("inProgress > unknownDate", { let mut b = no_date.clone(); b.status = "TESTING".into(); b }, all_rules(0), "inProgress"),
+            ("protected > invalidArn", tagged(bad_arn.clone(), "pinned"), all_rules(0), "protected"),
+            ("protected > unknownDate", tagged(no_date.clone(), "pinned"), all_rules(0), "protected"),
+            ("protected > keepNewest", tagged(fresh("AVAILABLE"), "pinned"), all_rules(5), "protected"),
+            ("protected > tooNew", tagged(fresh("FAILED"), "pinned"), all_rules(0), "protected"),
+            ("protected > statusNotSelected", tagged(old("AVAILABLE"), "pinned"), all_rules(0), "protected"),
+            ("protected > newestAvailable", tagged(old("AVAILABLE"), "pinned"), keep_newest(0), "protected"),
+            ("invalidArn > unknownStatus", { let mut b = bad_arn.clone(); b.status = "ARCHIVED".into(); b }, all_rules(0), "invalidArn"),
+            ("invalidArn > keepNewest", bad_arn.clone(), all_rules(5), "invalidArn"),
+            ("unknownStatus > unknownDate", { let mut b = no_date.clone(); b.status = "ARCHIVED".into(); b }, all_rules(0), "unknownStatus"),
+            ("unknownStatus > statusNotSelected", old("ARCHIVED"), all_rules(0), "unknownStatus"),
+            ("unknownDate > keepNewest", no_date.clone(), all_rules(5), "unknownDate"),
+            ("unknownDate > newestAvailable", no_date.clone(), keep_newest(0), "unknownDate"),
+            ("keepNewest > tooNew", fresh("AVAILABLE"), all_rules(1), "keepNewest"),
+            ("keepNewest > statusNotSelected", old("AVAILABLE"), all_rules(1), "keepNewest"),
+            ("keepNewest > newestAvailable", old("AVAILABLE"), keep_newest(1), "keepNewest"),
+            ("tooNew > statusNotSelected", fresh("AVAILABLE"), all_rules(0), "tooNew"),
+            ("tooNew > newestAvailable", fresh("AVAILABLE"), Selection { older_than_days: Some(30), ..selection() }, "tooNew"),
+            ("statusNotSelected > newestAvailable", old("AVAILABLE"), all_rules(0), "statusNotSelected"),
+        ];
+        for (pair, target, selection, want) in table {
+            // WHEN selected together with the older sibling
+            let builds = [target, sibling.clone()];
+            let decided = select(&builds, &selection, Some("keep-me"), NOW);
+            let got = decided.iter().find(|d| d.build.build == 9).unwrap();
+            // THEN the earlier reason wins
+            let reason = match &got.decision {
+                Decision::Keep(reason) => reason.as_str(),
+                Decision::Delete(_) => "delete",
+            };
+            assert_eq!(reason, want, "{pair}");
+        }
+    }
+
+    #[test]
+    fn names_outside_the_globs_and_regions_outside_the_selection_are_not_in_the_plan() {
+        // GIVEN builds of web, api-gateway and api in two regions
+        let builds = [
+            build("web", "1.0.0", 1, "FAILED", 90.0),
+            build("api-gateway", "1.0.0", 1, "FAILED", 90.0),
+            build("api", "1.0.0", 1, "FAILED", 90.0),
+            build_in("eu-west-1", "api-orders", "1.0.0", 1, "FAILED", 90.0),
+        ];
+        // WHEN the plan names api-* in us-east-1
+        let failed = Selection {
+            names: vec!["api-*".into()],
+            statuses: Some(vec!["FAILED".into()]),
+            ..selection()
+        };
+        // THEN only api-gateway is covered: nothing else is kept or deleted
+        assert_eq!(outcome(&builds, &failed, None), expect(&[("api-gateway/1.0.0/1", "delete statusFAILED")]));
+    }
+
+    #[test]
+    fn the_same_name_in_two_regions_is_two_images() {
+        // GIVEN web in us-east-1 and eu-west-1
+        let builds = [
+            build_in("us-east-1", "web", "1.0.0", 2, "AVAILABLE", 1.0),
+            build_in("us-east-1", "web", "1.0.0", 1, "AVAILABLE", 3.0),
+            build_in("eu-west-1", "web", "1.0.0", 2, "AVAILABLE", 2.0),
+            build_in("eu-west-1", "web", "1.0.0", 1, "AVAILABLE", 4.0),
+        ];
+        // WHEN both regions are scanned with keepNewest 1
+        let both = Selection { regions: vec!["eu-west-1".into(), "us-east-1".into()], ..keep_newest(1) };
+        let decided = select(&builds, &both, None, NOW);
+        // THEN each region keeps its own newest build
+        let kept: Vec<&str> = decided
+            .iter()
+            .filter(|d| d.decision == Decision::Keep(KeepReason::KeepNewest))
+            .map(|d| d.build.arn.as_str())
+            .collect();
+        assert_eq!(kept.len(), 2);
+        assert!(kept.iter().any(|a| a.contains(":us-east-1:") && a.ends_with("/2")));
+        assert!(kept.iter().any(|a| a.contains(":eu-west-1:") && a.ends_with("/2")));
+    }
+
+    #[test]
+    fn order_is_name_then_newest_first_with_ties_by_version_build_and_arn() {
+        // GIVEN same-instant builds, out of order, and one unreadable date
+        let mut no_date = build("web", "1.0.0", 7, "FAILED", 0.0);
+        no_date.date_created = "2026-11-01".into();
+        let builds = [
+            no_date,
+            build("web", "1.0.0", 1, "FAILED", 5.0),
+            build("web", "1.0.0", 2, "FAILED", 5.0),
+            build("web", "1.10.0", 1, "FAILED", 5.0),
+            build("web", "1.9.0", 3, "FAILED", 5.0),
+            build("web", "1.0.0", 3, "FAILED", 1.0),
+            build("app", "1.0.0", 1, "FAILED", 9.0),
+        ];
+        // WHEN selected
+        let failed = Selection { statuses: Some(vec!["FAILED".into()]), ..selection() };
+        let ids: Vec<String> = outcome(&builds, &failed, None).into_iter().map(|(id, _)| id).collect();
+        // THEN names ascend, dates descend, ties go to the higher version then build, unknown last
+        assert_eq!(
+            ids,
+            ["app/1.0.0/1", "web/1.0.0/3", "web/1.10.0/1", "web/1.9.0/3", "web/1.0.0/2", "web/1.0.0/1", "web/1.0.0/7"]
+        );
+        // AND the same input in another order gives the same result
+        let mut reversed = builds.to_vec();
+        reversed.reverse();
+        assert_eq!(select(&reversed, &failed, None, NOW), select(&builds, &failed, None, NOW));
+    }
+
+    #[test]
+    fn unreadable_builds_are_kept_and_take_no_slot() {
+        // GIVEN the newest build's dateCreated cannot be read, then two AVAILABLE builds
+        let mut no_date = build("web", "1.0.0", 3, "AVAILABLE", 0.0);
+        no_date.date_created = "Sun, 01 Nov 2026 00:00:00 GMT".into();
+        let builds = [no_date, build("web", "1.0.0", 2, "AVAILABLE", 2.0), build("web", "1.0.0", 1, "AVAILABLE", 3.0)];
+        // WHEN keepNewest is 1
+        // THEN it is kept as unknownDate, and the slot and the newest-available guard go to the next
+        assert_eq!(
+            outcome(&builds, &keep_newest(1), None),
+            expect(&[
+                ("web/1.0.0/2", "keepNewest"),
+                ("web/1.0.0/1", "delete beyondKeepNewest"),
+                ("web/1.0.0/3", "unknownDate"),
+            ])
+        );
+    }
+
+    #[test]
+    fn reason_names_are_stable() {
+        // GIVEN every reason WHEN named THEN the names are the documented camelCase ones
+        let keep: Vec<String> = [
+            KeepReason::InProgress,
+            KeepReason::Protected,
+            KeepReason::InvalidArn,
+            KeepReason::UnknownStatus,
+            KeepReason::UnknownDate,
+            KeepReason::KeepNewest,
+            KeepReason::TooNew,
+            KeepReason::StatusNotSelected,
+            KeepReason::NewestAvailable,
+        ]
+        .iter()
+        .map(|r| serde_json::to_value(r).unwrap().as_str().unwrap().to_owned())
+        .collect();
+        assert_eq!(
+            keep,
+            ["inProgress", "protected", "invalidArn", "unknownStatus", "unknownDate", "keepNewest", "tooNew", "statusNotSelected", "newestAvailable"]
+        );
+        let delete: Vec<String> = [
+            DeleteReason::BeyondKeepNewest,
+            DeleteReason::OlderThanDays(30),
+            DeleteReason::Status("FAILED".into()),
+            DeleteReason::AllowDeletingNewest,
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        assert_eq!(delete, ["beyondKeepNewest", "olderThan30Days", "statusFAILED", "allowDeletingNewest"]);
+    }
+}
