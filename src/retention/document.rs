@@ -124,7 +124,10 @@ impl std::error::Error for PlanError {}
 /// A plan id: `plan-<createdAt as YYYYMMDDThhmmssZ>-<8 hex digits of unique>`. Sorts by
 /// time, and is safe as an S3 key segment. `unique` comes from the caller (random bits).
 pub fn plan_id(created_at_ms: i64, unique: u32) -> String {
-    format!("plan-{}-{unique:08x}", rfc3339::format_compact(created_at_ms))
+    format!(
+        "plan-{}-{unique:08x}",
+        rfc3339::format_compact(created_at_ms)
+    )
 }
 
 /// Whether `s` has the shape [`plan_id`] produces.
@@ -137,7 +140,9 @@ pub fn is_plan_id(s: &str) -> bool {
         && b[13] == b'T'
         && digits(14..20)
         && &b[20..22] == b"Z-"
-        && b[22..].iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+        && b[22..]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
 }
 
 /// The S3 key of a stored plan: `plans/<planId>.json`.
@@ -167,7 +172,12 @@ pub fn items(plan: &Plan) -> Vec<MapItem> {
 
 impl Plan {
     /// Builds the plan from [`select`](super::select::select)'s decisions (already in plan order).
-    pub fn new(plan_id: String, created_at_ms: i64, selection: Selection, decided: &[Decided<'_>]) -> Plan {
+    pub fn new(
+        plan_id: String,
+        created_at_ms: i64,
+        selection: Selection,
+        decided: &[Decided<'_>],
+    ) -> Plan {
         let mut delete = Vec::new();
         let mut keep = Vec::new();
         for d in decided {
@@ -205,14 +215,16 @@ impl Plan {
     /// Parses and validates a plan document (an `executePlan` value or a stored plan).
     /// Expiry is a separate check: [`Plan::check_not_expired`].
     pub fn parse(value: Value) -> Result<Plan, PlanError> {
-        let plan: Plan = serde_json::from_value(value).map_err(|e| PlanError::Malformed(e.to_string()))?;
+        let plan: Plan =
+            serde_json::from_value(value).map_err(|e| PlanError::Malformed(e.to_string()))?;
         plan.validate()?;
         Ok(plan)
     }
 
     /// [`Plan::parse`] from JSON bytes (a stored plan object).
     pub fn parse_slice(bytes: &[u8]) -> Result<Plan, PlanError> {
-        let plan: Plan = serde_json::from_slice(bytes).map_err(|e| PlanError::Malformed(e.to_string()))?;
+        let plan: Plan =
+            serde_json::from_slice(bytes).map_err(|e| PlanError::Malformed(e.to_string()))?;
         plan.validate()?;
         Ok(plan)
     }
@@ -225,21 +237,32 @@ impl Plan {
                 plan_id: self.plan_id.clone(),
                 expires_at: self.expires_at.clone(),
             }),
-            None => Err(malformed(format!("expiresAt {} is not an RFC 3339 date-time", quote(&self.expires_at)))),
+            None => Err(malformed(format!(
+                "expiresAt {} is not an RFC 3339 date-time",
+                quote(&self.expires_at)
+            ))),
         }
     }
 
     /// The `delete` entry of `arn`, if the plan deletes it.
     pub fn delete_entry(&self, arn: &str) -> Option<&DeleteEntry> {
-        self.delete.iter().find(|e| e.image_build_version_arn == arn)
+        self.delete
+            .iter()
+            .find(|e| e.image_build_version_arn == arn)
     }
 
     /// Checks a Distributed Map item against this plan (the one its `planId` names): the
     /// plan must delete its ARN and expect the same status and creation instant.
     pub fn check_item(&self, item: &MapItem) -> Result<&DeleteEntry, PlanError> {
-        let mismatch = |why: String| PlanError::ItemMismatch(format!("{}: {why}", quote(&item.image_build_version_arn)));
+        let mismatch = |why: String| {
+            PlanError::ItemMismatch(format!("{}: {why}", quote(&item.image_build_version_arn)))
+        };
         if item.plan_id != self.plan_id {
-            return Err(mismatch(format!("it names plan {}, not {}", quote(&item.plan_id), self.plan_id)));
+            return Err(mismatch(format!(
+                "it names plan {}, not {}",
+                quote(&item.plan_id),
+                self.plan_id
+            )));
         }
         let entry = self
             .delete_entry(&item.image_build_version_arn)
@@ -266,12 +289,16 @@ impl Plan {
             )));
         }
         let time = |field: &str, s: &str| {
-            rfc3339::parse_ms(s).ok_or_else(|| malformed(format!("{field} {} is not an RFC 3339 date-time", quote(s))))
+            rfc3339::parse_ms(s).ok_or_else(|| {
+                malformed(format!("{field} {} is not an RFC 3339 date-time", quote(s)))
+            })
         };
         let created = time("createdAt", &self.created_at)?;
         let expires = time("expiresAt", &self.expires_at)?;
         if expires != created.saturating_add(PLAN_TTL_MS) {
-            return Err(malformed("expiresAt must be exactly 24 hours after createdAt".to_owned()));
+            return Err(malformed(
+                "expiresAt must be exactly 24 hours after createdAt".to_owned(),
+            ));
         }
         let (scanned, delete, keep) = (self.summary.scanned, self.delete.len(), self.keep.len());
         if self.summary.delete != delete || self.summary.keep != keep || scanned != delete + keep {
@@ -289,7 +316,10 @@ impl Plan {
         for entry in &self.delete {
             self.validate_delete_entry(entry)?;
             if !seen.insert(entry.image_build_version_arn.as_str()) {
-                return Err(malformed(format!("{} is listed twice", quote(&entry.image_build_version_arn))));
+                return Err(malformed(format!(
+                    "{} is listed twice",
+                    quote(&entry.image_build_version_arn)
+                )));
             }
         }
         Ok(())
@@ -301,14 +331,22 @@ impl Plan {
         let arn = arn::parse(&entry.image_build_version_arn).map_err(|r| malformed(r.message))?;
         let what = quote(arn.as_str());
         if !self.selection.regions.iter().any(|r| r == arn.region()) {
-            return Err(malformed(format!("{what} is in a region the selection does not scan")));
+            return Err(malformed(format!(
+                "{what} is in a region the selection does not scan"
+            )));
         }
         let status = entry.status.as_str();
         if !IMAGE_STATUSES.contains(&status) || IN_PROGRESS_STATUSES.contains(&status) {
-            return Err(malformed(format!("{what} has status {}, which a plan never deletes", quote(status))));
+            return Err(malformed(format!(
+                "{what} has status {}, which a plan never deletes",
+                quote(status)
+            )));
         }
         if rfc3339::parse_ms(&entry.date_created).is_none() {
-            return Err(malformed(format!("{what} has dateCreated {}, not an RFC 3339 date-time", quote(&entry.date_created))));
+            return Err(malformed(format!(
+                "{what} has dateCreated {}, not an RFC 3339 date-time",
+                quote(&entry.date_created)
+            )));
         }
         if entry.reasons.is_empty() {
             return Err(malformed(format!("{what} has no reasons")));
@@ -375,8 +413,14 @@ pub fn check_drift(
     if let Some(key) = protect_tag_key.filter(|k| observed.tags.contains_key(*k)) {
         return DriftCheck::Drift(format!("it now carries the protect tag key {}", quote(key)));
     }
-    if let Some(key) = exclude_tag_keys.iter().find(|k| observed.tags.contains_key(*k)) {
-        return DriftCheck::Drift(format!("it now carries the excluded tag key {}", quote(key)));
+    if let Some(key) = exclude_tag_keys
+        .iter()
+        .find(|k| observed.tags.contains_key(*k))
+    {
+        return DriftCheck::Drift(format!(
+            "it now carries the excluded tag key {}",
+            quote(key)
+        ));
     }
     DriftCheck::Proceed
 }

@@ -120,13 +120,18 @@ impl std::error::Error for RequestError {}
 /// Parses a whole plan request, `{"plan": {…}}`, into a [`Selection`]. `default_region` (the
 /// function's own) is used when `regions` is absent. Any top-level key besides `plan` is
 /// refused, like an unknown key inside it.
-pub fn parse_plan_request(request: &Value, default_region: &str) -> Result<Selection, RequestError> {
+pub fn parse_plan_request(
+    request: &Value,
+    default_region: &str,
+) -> Result<Selection, RequestError> {
     let object = as_object(request, "a plan request")?;
     const TOP: &[&str] = &["plan"];
     if let Some(key) = object.keys().find(|k| k.as_str() != "plan") {
         return Err(unknown_key(key, TOP));
     }
-    let plan = object.get("plan").ok_or(RequestError::Missing { key: "plan" })?;
+    let plan = object
+        .get("plan")
+        .ok_or(RequestError::Missing { key: "plan" })?;
     Selection::from_plan(plan, Some(default_region))
 }
 
@@ -182,7 +187,10 @@ impl TryFrom<Value> for Selection {
     }
 }
 
-fn as_object<'a>(value: &'a Value, what: &'static str) -> Result<&'a Map<String, Value>, RequestError> {
+fn as_object<'a>(
+    value: &'a Value,
+    what: &'static str,
+) -> Result<&'a Map<String, Value>, RequestError> {
     value.as_object().ok_or_else(|| RequestError::NotAnObject {
         what,
         found: kind(value).to_owned(),
@@ -262,13 +270,18 @@ fn string_list(
         .as_array()
         .ok_or_else(|| invalid(format!("must be a list of strings, got {}", kind(value))))?;
     if required && items.is_empty() {
-        return Err(invalid("must not be empty (leave it out to use the default)".to_owned()));
+        return Err(invalid(
+            "must not be empty (leave it out to use the default)".to_owned(),
+        ));
     }
     let mut list = Vec::with_capacity(items.len());
     for item in items {
-        let s = item
-            .as_str()
-            .ok_or_else(|| invalid(format!("must be a list of strings, got {} in it", kind(item))))?;
+        let s = item.as_str().ok_or_else(|| {
+            invalid(format!(
+                "must be a list of strings, got {} in it",
+                kind(item)
+            ))
+        })?;
         check(s).map_err(|why| invalid(format!("entry {} {why}", quote(s))))?;
         list.push(s.to_owned());
     }
@@ -296,7 +309,9 @@ fn check_region(s: &str) -> Result<(), String> {
     let ok = parts.len() >= 3
         && parts[0].len() == 2
         && parts[..parts.len() - 1].iter().all(letters)
-        && parts.last().is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        && parts
+            .last()
+            .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
     if ok {
         Ok(())
     } else {
@@ -321,14 +336,19 @@ fn check_status(s: &str) -> Result<(), String> {
 
 fn check_tag_key(s: &str) -> Result<(), String> {
     if s.is_empty() || s.chars().count() > MAX_TAG_KEY_LEN {
-        return Err(format!("must be a tag key of 1 to {MAX_TAG_KEY_LEN} characters"));
+        return Err(format!(
+            "must be a tag key of 1 to {MAX_TAG_KEY_LEN} characters"
+        ));
     }
     Ok(())
 }
 
 /// An optional non-negative integer (`keepNewest`, `olderThanDays`). `null` is refused rather
 /// than read as "absent": a rule someone wrote down must not quietly disappear.
-fn optional_count(object: &Map<String, Value>, key: &'static str) -> Result<Option<u32>, RequestError> {
+fn optional_count(
+    object: &Map<String, Value>,
+    key: &'static str,
+) -> Result<Option<u32>, RequestError> {
     let Some(value) = object.get(key) else {
         return Ok(None);
     };
@@ -396,7 +416,10 @@ mod tests {
         assert_eq!(selection.names, vec!["*"]);
         assert_eq!(selection.regions, vec!["us-east-1"]);
         assert_eq!(selection.older_than_days, Some(0));
-        assert_eq!((selection.keep_newest, selection.statuses.clone()), (None, None));
+        assert_eq!(
+            (selection.keep_newest, selection.statuses.clone()),
+            (None, None)
+        );
         assert!(selection.exclude_tag_keys.is_empty());
         assert!(!selection.allow_deleting_newest);
     }
@@ -404,17 +427,27 @@ mod tests {
     #[test]
     fn each_rule_alone_is_enough_and_keep_newest_zero_counts() {
         // GIVEN plans naming exactly one rule, including keepNewest 0
-        for plan in [json!({"keepNewest": 0}), json!({"olderThanDays": 7}), json!({"statuses": ["FAILED"]})] {
+        for plan in [
+            json!({"keepNewest": 0}),
+            json!({"olderThanDays": 7}),
+            json!({"statuses": ["FAILED"]}),
+        ] {
             // WHEN parsed THEN each is accepted
             assert!(parse(plan.clone()).is_ok(), "{plan}");
         }
-        assert_eq!(parse(json!({"keepNewest": 0})).unwrap().keep_newest, Some(0));
+        assert_eq!(
+            parse(json!({"keepNewest": 0})).unwrap().keep_newest,
+            Some(0)
+        );
     }
 
     #[test]
     fn a_plan_without_a_rule_is_refused_naming_the_three_rules() {
         // GIVEN plans without keepNewest, olderThanDays or statuses
-        for plan in [json!({}), json!({"names": ["web"], "excludeTagKeys": ["pinned"], "allowDeletingNewest": true})] {
+        for plan in [
+            json!({}),
+            json!({"names": ["web"], "excludeTagKeys": ["pinned"], "allowDeletingNewest": true}),
+        ] {
             // WHEN parsed THEN NoRule, whose message names all three rules
             let err = parse(plan).unwrap_err();
             assert_eq!(err, RequestError::NoRule);
@@ -443,12 +476,19 @@ mod tests {
             let err = parse(plan).unwrap_err();
             // THEN UnknownKey, with the likely intended key, and a message saying why
             match &err {
-                RequestError::UnknownKey { key: k, suggestion: s, .. } => {
+                RequestError::UnknownKey {
+                    key: k,
+                    suggestion: s,
+                    ..
+                } => {
                     assert_eq!((k.as_str(), *s), (key, suggestion));
                 }
                 other => panic!("{key}: {other:?}"),
             }
-            assert!(err.to_string().contains("typo cannot widen a plan"), "{err}");
+            assert!(
+                err.to_string().contains("typo cannot widen a plan"),
+                "{err}"
+            );
         }
     }
 
@@ -458,16 +498,26 @@ mod tests {
         let request = json!({"plan": {"keepNewest": 1}, "plans": {}});
         // WHEN parsed THEN it is an unknown key
         let err = parse_plan_request(&request, "us-east-1").unwrap_err();
-        assert!(matches!(err, RequestError::UnknownKey { ref key, .. } if key == "plans"), "{err:?}");
+        assert!(
+            matches!(err, RequestError::UnknownKey { ref key, .. } if key == "plans"),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn non_objects_are_refused() {
         // GIVEN a request or plan that is not an object WHEN parsed THEN NotAnObject
-        let table = [json!(["plan"]), json!({"plan": "keepNewest=3"}), json!({"plan": null})];
+        let table = [
+            json!(["plan"]),
+            json!({"plan": "keepNewest=3"}),
+            json!({"plan": null}),
+        ];
         for request in table {
             let err = parse_plan_request(&request, "us-east-1").unwrap_err();
-            assert!(matches!(err, RequestError::NotAnObject { .. }), "{request}: {err:?}");
+            assert!(
+                matches!(err, RequestError::NotAnObject { .. }),
+                "{request}: {err:?}"
+            );
         }
     }
 
@@ -499,7 +549,11 @@ mod tests {
             ("regions", json!(["us--1"]), "well-formed region"),
             ("regions", json!(["us-east-1a"]), "well-formed region"),
             ("excludeTagKeys", json!([""]), "tag key of 1 to 128"),
-            ("excludeTagKeys", json!(["k".repeat(129)]), "tag key of 1 to 128"),
+            (
+                "excludeTagKeys",
+                json!(["k".repeat(129)]),
+                "tag key of 1 to 128",
+            ),
             ("excludeTagKeys", json!({"pinned": true}), "list of strings"),
             ("allowDeletingNewest", json!("yes"), "true or false"),
             ("allowDeletingNewest", json!(null), "true or false"),
@@ -509,7 +563,10 @@ mod tests {
             plan[*key] = value.clone();
             // WHEN parsed THEN Invalid for that key, with a message that says what is expected
             let err = parse(plan).unwrap_err();
-            assert!(matches!(err, RequestError::Invalid { key: k, .. } if k == *key), "{key}={value}: {err:?}");
+            assert!(
+                matches!(err, RequestError::Invalid { key: k, .. } if k == *key),
+                "{key}={value}: {err:?}"
+            );
             assert!(err.to_string().contains(needle), "{key}={value}: {err}");
         }
     }
@@ -529,7 +586,8 @@ mod tests {
     #[test]
     fn selection_serialises_camel_case_and_parses_back() {
         // GIVEN a normalised selection without olderThanDays
-        let selection = parse(json!({"names": ["web"], "keepNewest": 2, "statuses": ["FAILED"]})).unwrap();
+        let selection =
+            parse(json!({"names": ["web"], "keepNewest": 2, "statuses": ["FAILED"]})).unwrap();
         // WHEN serialised
         let value = serde_json::to_value(&selection).unwrap();
         // THEN it is camelCase, absent rules are left out, defaults are explicit
@@ -539,7 +597,10 @@ mod tests {
                 "excludeTagKeys": [], "allowDeletingNewest": false})
         );
         // AND it deserialises to the same selection
-        assert_eq!(serde_json::from_value::<Selection>(value).unwrap(), selection);
+        assert_eq!(
+            serde_json::from_value::<Selection>(value).unwrap(),
+            selection
+        );
     }
 
     #[test]
@@ -552,7 +613,10 @@ mod tests {
         ];
         for value in table {
             // WHEN deserialised THEN refused
-            assert!(serde_json::from_value::<Selection>(value.clone()).is_err(), "{value}");
+            assert!(
+                serde_json::from_value::<Selection>(value.clone()).is_err(),
+                "{value}"
+            );
         }
         let err = Selection::from_plan(&json!({"keepNewest": 1}), None).unwrap_err();
         assert_eq!(err, RequestError::Missing { key: "regions" });

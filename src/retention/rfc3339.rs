@@ -81,7 +81,11 @@ fn fraction(b: &[u8]) -> Option<(i64, &[u8])> {
         return None;
     }
     let millis = (0..3).fold(0i64, |acc, i| {
-        acc * 10 + after_dot.get(i).filter(|_| i < len).map_or(0, |&c| i64::from(c - b'0'))
+        acc * 10
+            + after_dot
+                .get(i)
+                .filter(|_| i < len)
+                .map_or(0, |&c| i64::from(c - b'0'))
     });
     Some((millis, &after_dot[len..]))
 }
@@ -205,8 +209,16 @@ mod tests {
         // GIVEN instants across eras, leap days and the epoch
         let table: &[(i64, &str, &str)] = &[
             (0, "1970-01-01T00:00:00.000Z", "19700101T000000Z"),
-            (1_793_527_200_123, "2026-11-01T10:00:00.123Z", "20261101T100000Z"),
-            (951_868_799_999, "2000-02-29T23:59:59.999Z", "20000229T235959Z"),
+            (
+                1_793_527_200_123,
+                "2026-11-01T10:00:00.123Z",
+                "20261101T100000Z",
+            ),
+            (
+                951_868_799_999,
+                "2000-02-29T23:59:59.999Z",
+                "20000229T235959Z",
+            ),
             (-1, "1969-12-31T23:59:59.999Z", "19691231T235959Z"),
         ];
         for &(ms, long, compact) in table {

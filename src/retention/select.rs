@@ -214,7 +214,9 @@ fn decide(
         return Decision::Keep(KeepReason::InProgress);
     }
     let protected = |key: &str| build.tags.contains_key(key);
-    if protect_tag_key.is_some_and(protected) || selection.exclude_tag_keys.iter().any(|k| protected(k)) {
+    if protect_tag_key.is_some_and(protected)
+        || selection.exclude_tag_keys.iter().any(|k| protected(k))
+    {
         return Decision::Keep(KeepReason::Protected);
     }
     let Some(arn) = &c.arn else {
@@ -229,7 +231,11 @@ fn decide(
     // The 0-based rank among this image's AVAILABLE builds that reached this point; protected
     // and unreadable ones returned above, so they never use up a slot.
     let rank = (status == AVAILABLE).then(|| {
-        let key = (arn.region().to_owned(), arn.account().to_owned(), build.name.clone());
+        let key = (
+            arn.region().to_owned(),
+            arn.account().to_owned(),
+            build.name.clone(),
+        );
         let seen = available_seen.entry(key).or_insert(0);
         *seen += 1;
         *seen - 1
@@ -292,9 +298,18 @@ mod tests {
         build_in("us-east-1", name, version, build, status, days_ago)
     }
 
-    fn build_in(region: &str, name: &str, version: &str, build: u64, status: &str, days_ago: f64) -> BuildVersion {
+    fn build_in(
+        region: &str,
+        name: &str,
+        version: &str,
+        build: u64,
+        status: &str,
+        days_ago: f64,
+    ) -> BuildVersion {
         BuildVersion {
-            arn: format!("arn:aws:imagebuilder:{region}:123456789012:image/{name}/{version}/{build}"),
+            arn: format!(
+                "arn:aws:imagebuilder:{region}:123456789012:image/{name}/{version}/{build}"
+            ),
             name: name.to_owned(),
             version: version.to_owned(),
             build,
@@ -322,11 +337,18 @@ mod tests {
     }
 
     fn keep_newest(k: u32) -> Selection {
-        Selection { keep_newest: Some(k), ..selection() }
+        Selection {
+            keep_newest: Some(k),
+            ..selection()
+        }
     }
 
     /// (ARN suffix after `image/`, decision as a short string) in result order.
-    fn outcome(builds: &[BuildVersion], selection: &Selection, protect: Option<&str>) -> Vec<(String, String)> {
+    fn outcome(
+        builds: &[BuildVersion],
+        selection: &Selection,
+        protect: Option<&str>,
+    ) -> Vec<(String, String)> {
         select(builds, selection, protect, NOW)
             .into_iter()
             .map(|d| {
@@ -344,7 +366,10 @@ mod tests {
     }
 
     fn expect(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
@@ -439,8 +464,14 @@ mod tests {
             ])
         );
         // WHEN allowDeletingNewest is also set THEN the newest goes too, and says why
-        let all = Selection { allow_deleting_newest: true, ..keep_newest(0) };
-        assert_eq!(outcome(&builds, &all, None)[0].1, "delete beyondKeepNewest,allowDeletingNewest");
+        let all = Selection {
+            allow_deleting_newest: true,
+            ..keep_newest(0)
+        };
+        assert_eq!(
+            outcome(&builds, &all, None)[0].1,
+            "delete beyondKeepNewest,allowDeletingNewest"
+        );
     }
 
     #[test]
@@ -453,7 +484,10 @@ mod tests {
             build("api", "1.0.0", 2, "AVAILABLE", 45.0),
         ];
         // WHEN only olderThanDays 30 applies
-        let older = Selection { older_than_days: Some(30), ..selection() };
+        let older = Selection {
+            older_than_days: Some(30),
+            ..selection()
+        };
         // THEN each name keeps its newest AVAILABLE build; the FAILED one is not "newest"
         assert_eq!(
             outcome(&builds, &older, None),
@@ -501,7 +535,10 @@ mod tests {
             build("web", "1.0.0", 1, "FAILED", 31.0),
         ];
         // WHEN olderThanDays is 30 THEN "less than 30 days ago" is tooNew, 30 days is old enough
-        let older = Selection { older_than_days: Some(30), ..selection() };
+        let older = Selection {
+            older_than_days: Some(30),
+            ..selection()
+        };
         assert_eq!(
             outcome(&builds, &older, None),
             expect(&[
@@ -512,10 +549,15 @@ mod tests {
             ])
         );
         // WHEN olderThanDays is 0 THEN only the future-dated build is too new
-        let zero = Selection { older_than_days: Some(0), ..selection() };
+        let zero = Selection {
+            older_than_days: Some(0),
+            ..selection()
+        };
         let decisions = outcome(&builds, &zero, None);
         assert_eq!(decisions[0].1, "tooNew");
-        assert!(decisions[1..].iter().all(|(_, d)| d == "delete olderThan0Days"));
+        assert!(decisions[1..]
+            .iter()
+            .all(|(_, d)| d == "delete olderThan0Days"));
     }
 
     #[test]
@@ -528,7 +570,10 @@ mod tests {
             build("web", "1.0.0", 1, "DEPRECATED", 40.0),
         ];
         // WHEN statuses is [FAILED, DEPRECATED]
-        let failed = Selection { statuses: Some(vec!["DEPRECATED".into(), "FAILED".into()]), ..selection() };
+        let failed = Selection {
+            statuses: Some(vec!["DEPRECATED".into(), "FAILED".into()]),
+            ..selection()
+        };
         // THEN only those go, each naming its status
         assert_eq!(
             outcome(&builds, &failed, None),
@@ -544,7 +589,10 @@ mod tests {
     #[test]
     fn every_selecting_rule_is_listed_in_a_fixed_order() {
         // GIVEN an old FAILED build beyond keepNewest
-        let builds = [build("web", "1.0.0", 2, "AVAILABLE", 1.0), build("web", "1.0.0", 1, "FAILED", 90.0)];
+        let builds = [
+            build("web", "1.0.0", 2, "AVAILABLE", 1.0),
+            build("web", "1.0.0", 1, "FAILED", 90.0),
+        ];
         // WHEN all three rules are given
         let all = Selection {
             keep_newest: Some(1),
@@ -562,60 +610,179 @@ mod tests {
                 DeleteReason::Status("FAILED".into()),
             ])
         );
-        assert_eq!(outcome(&builds, &all, None)[1].1, "delete beyondKeepNewest,olderThan30Days,statusFAILED");
+        assert_eq!(
+            outcome(&builds, &all, None)[1].1,
+            "delete beyondKeepNewest,olderThan30Days,statusFAILED"
+        );
     }
 
-    #[test]
-    fn each_keep_reason_wins_over_every_later_one() {
-        // GIVEN for each pair of keep reasons a build to which both apply
-        // (target is always web/1.0.0/9; "web/1.0.0/1" is an older AVAILABLE sibling)
-        let old = |status: &str| build("web", "1.0.0", 9, status, 90.0);
-        let fresh = |status: &str| build("web", "1.0.0", 9, status, 1.0);
-        let sibling = build("web", "1.0.0", 1, "AVAILABLE", 100.0);
-        let mut no_date = old("AVAILABLE");
-        no_date.date_created = "yesterday".into();
-        let mut bad_arn = old("AVAILABLE");
-        bad_arn.arn = "arn:aws:imagebuilder:us-east-1:123456789012:image/web/1.0.0".into();
-        let all_rules = |k: u32| Selection {
+    /// A build of `web` 1.0.0, build 9, for the priority tables.
+    fn target(status: &str, days_ago: f64) -> BuildVersion {
+        build("web", "1.0.0", 9, status, days_ago)
+    }
+
+    fn undated(mut b: BuildVersion) -> BuildVersion {
+        b.date_created = "yesterday".into();
+        b
+    }
+
+    fn unversioned_arn(mut b: BuildVersion) -> BuildVersion {
+        b.arn = "arn:aws:imagebuilder:us-east-1:123456789012:image/web/1.0.0".into();
+        b
+    }
+
+    /// keepNewest K, olderThanDays 30, statuses [FAILED].
+    fn all_rules(k: u32) -> Selection {
+        Selection {
             keep_newest: Some(k),
             older_than_days: Some(30),
             statuses: Some(vec!["FAILED".into()]),
             ..selection()
-        };
-        let table: Vec<(&str, BuildVersion, Selection, &str)> = vec![
-            ("inProgress > protected", tagged(old("BUILDING"), "pinned"), all_rules(0), "inProgress"),
-            ("inProgress > unknownDate", { let mut b = no_date.clone(); b.status = "TESTING".into(); b }, all_rules(0), "inProgress"),
-            ("protected > invalidArn", tagged(bad_arn.clone(), "pinned"), all_rules(0), "protected"),
-            ("protected > unknownDate", tagged(no_date.clone(), "pinned"), all_rules(0), "protected"),
-            ("protected > keepNewest", tagged(fresh("AVAILABLE"), "pinned"), all_rules(5), "protected"),
-            ("protected > tooNew", tagged(fresh("FAILED"), "pinned"), all_rules(0), "protected"),
-            ("protected > statusNotSelected", tagged(old("AVAILABLE"), "pinned"), all_rules(0), "protected"),
-            ("protected > newestAvailable", tagged(old("AVAILABLE"), "pinned"), keep_newest(0), "protected"),
-            ("invalidArn > unknownStatus", { let mut b = bad_arn.clone(); b.status = "ARCHIVED".into(); b }, all_rules(0), "invalidArn"),
-            ("invalidArn > keepNewest", bad_arn.clone(), all_rules(5), "invalidArn"),
-            ("unknownStatus > unknownDate", { let mut b = no_date.clone(); b.status = "ARCHIVED".into(); b }, all_rules(0), "unknownStatus"),
-            ("unknownStatus > statusNotSelected", old("ARCHIVED"), all_rules(0), "unknownStatus"),
-            ("unknownDate > keepNewest", no_date.clone(), all_rules(5), "unknownDate"),
-            ("unknownDate > newestAvailable", no_date.clone(), keep_newest(0), "unknownDate"),
-            ("keepNewest > tooNew", fresh("AVAILABLE"), all_rules(1), "keepNewest"),
-            ("keepNewest > statusNotSelected", old("AVAILABLE"), all_rules(1), "keepNewest"),
-            ("keepNewest > newestAvailable", old("AVAILABLE"), keep_newest(1), "keepNewest"),
-            ("tooNew > statusNotSelected", fresh("AVAILABLE"), all_rules(0), "tooNew"),
-            ("tooNew > newestAvailable", fresh("AVAILABLE"), Selection { older_than_days: Some(30), ..selection() }, "tooNew"),
-            ("statusNotSelected > newestAvailable", old("AVAILABLE"), all_rules(0), "statusNotSelected"),
-        ];
-        for (pair, target, selection, want) in table {
-            // WHEN selected together with the older sibling
-            let builds = [target, sibling.clone()];
-            let decided = select(&builds, &selection, Some("keep-me"), NOW);
-            let got = decided.iter().find(|d| d.build.build == 9).unwrap();
-            // THEN the earlier reason wins
-            let reason = match &got.decision {
-                Decision::Keep(reason) => reason.as_str(),
-                Decision::Delete(_) => "delete",
-            };
-            assert_eq!(reason, want, "{pair}");
         }
+    }
+
+    /// The keep reason of build 9 when selected next to an older AVAILABLE sibling.
+    fn reason_of_target(target: BuildVersion, selection: &Selection) -> &'static str {
+        let builds = [target, build("web", "1.0.0", 1, "AVAILABLE", 100.0)];
+        let decided = select(&builds, selection, Some("keep-me"), NOW);
+        match &decided
+            .iter()
+            .find(|d| d.build.build == 9)
+            .unwrap()
+            .decision
+        {
+            Decision::Keep(reason) => reason.as_str(),
+            Decision::Delete(_) => "delete",
+        }
+    }
+
+    /// Checks rows of (`"winner > loser"`, build 9, selection): the winner is build 9's reason.
+    fn assert_winners(table: Vec<(&str, BuildVersion, Selection)>) {
+        for (pair, target, selection) in table {
+            let winner = pair.split(" > ").next().unwrap();
+            assert_eq!(reason_of_target(target, &selection), winner, "{pair}");
+        }
+    }
+
+    #[test]
+    fn in_progress_and_protected_win_over_every_later_reason() {
+        // GIVEN for each pair of keep reasons a build to which both apply
+        let pin = |b| tagged(b, "pinned");
+        let available = |days| target("AVAILABLE", days);
+        // WHEN selected THEN the earlier reason wins
+        assert_winners(vec![
+            (
+                "inProgress > protected",
+                pin(target("BUILDING", 90.0)),
+                all_rules(0),
+            ),
+            (
+                "inProgress > unknownDate",
+                undated(target("TESTING", 90.0)),
+                all_rules(0),
+            ),
+            (
+                "protected > invalidArn",
+                pin(unversioned_arn(available(90.0))),
+                all_rules(0),
+            ),
+            (
+                "protected > unknownDate",
+                pin(undated(available(90.0))),
+                all_rules(0),
+            ),
+            ("protected > keepNewest", pin(available(1.0)), all_rules(5)),
+            (
+                "protected > tooNew",
+                pin(target("FAILED", 1.0)),
+                all_rules(0),
+            ),
+            (
+                "protected > statusNotSelected",
+                pin(available(90.0)),
+                all_rules(0),
+            ),
+            (
+                "protected > newestAvailable",
+                pin(available(90.0)),
+                keep_newest(0),
+            ),
+        ]);
+    }
+
+    #[test]
+    fn fail_safe_reasons_win_over_the_rules() {
+        // GIVEN for each pair of keep reasons a build to which both apply
+        let available = |days| target("AVAILABLE", days);
+        // WHEN selected THEN the earlier reason wins
+        assert_winners(vec![
+            (
+                "invalidArn > unknownStatus",
+                unversioned_arn(target("ARCHIVED", 90.0)),
+                all_rules(0),
+            ),
+            (
+                "invalidArn > keepNewest",
+                unversioned_arn(available(90.0)),
+                all_rules(5),
+            ),
+            (
+                "unknownStatus > unknownDate",
+                undated(target("ARCHIVED", 90.0)),
+                all_rules(0),
+            ),
+            (
+                "unknownStatus > statusNotSelected",
+                target("ARCHIVED", 90.0),
+                all_rules(0),
+            ),
+            (
+                "unknownDate > keepNewest",
+                undated(available(90.0)),
+                all_rules(5),
+            ),
+            (
+                "unknownDate > tooNew",
+                undated(target("FAILED", 1.0)),
+                all_rules(0),
+            ),
+            (
+                "unknownDate > newestAvailable",
+                undated(available(90.0)),
+                keep_newest(0),
+            ),
+        ]);
+    }
+
+    #[test]
+    fn each_rule_reason_wins_over_every_later_one() {
+        // GIVEN for each pair of rule reasons a build to which both apply
+        let older = Selection {
+            older_than_days: Some(30),
+            ..selection()
+        };
+        let available = |days| target("AVAILABLE", days);
+        // WHEN selected THEN the earlier reason wins
+        assert_winners(vec![
+            ("keepNewest > tooNew", available(1.0), all_rules(1)),
+            (
+                "keepNewest > statusNotSelected",
+                available(90.0),
+                all_rules(1),
+            ),
+            (
+                "keepNewest > newestAvailable",
+                available(90.0),
+                keep_newest(1),
+            ),
+            ("tooNew > statusNotSelected", available(1.0), all_rules(0)),
+            ("tooNew > newestAvailable", available(1.0), older),
+            (
+                "statusNotSelected > newestAvailable",
+                available(90.0),
+                all_rules(0),
+            ),
+        ]);
     }
 
     #[test]
@@ -634,7 +801,10 @@ mod tests {
             ..selection()
         };
         // THEN only api-gateway is covered: nothing else is kept or deleted
-        assert_eq!(outcome(&builds, &failed, None), expect(&[("api-gateway/1.0.0/1", "delete statusFAILED")]));
+        assert_eq!(
+            outcome(&builds, &failed, None),
+            expect(&[("api-gateway/1.0.0/1", "delete statusFAILED")])
+        );
     }
 
     #[test]
@@ -647,7 +817,10 @@ mod tests {
             build_in("eu-west-1", "web", "1.0.0", 1, "AVAILABLE", 4.0),
         ];
         // WHEN both regions are scanned with keepNewest 1
-        let both = Selection { regions: vec!["eu-west-1".into(), "us-east-1".into()], ..keep_newest(1) };
+        let both = Selection {
+            regions: vec!["eu-west-1".into(), "us-east-1".into()],
+            ..keep_newest(1)
+        };
         let decided = select(&builds, &both, None, NOW);
         // THEN each region keeps its own newest build
         let kept: Vec<&str> = decided
@@ -656,8 +829,12 @@ mod tests {
             .map(|d| d.build.arn.as_str())
             .collect();
         assert_eq!(kept.len(), 2);
-        assert!(kept.iter().any(|a| a.contains(":us-east-1:") && a.ends_with("/2")));
-        assert!(kept.iter().any(|a| a.contains(":eu-west-1:") && a.ends_with("/2")));
+        assert!(kept
+            .iter()
+            .any(|a| a.contains(":us-east-1:") && a.ends_with("/2")));
+        assert!(kept
+            .iter()
+            .any(|a| a.contains(":eu-west-1:") && a.ends_with("/2")));
     }
 
     #[test]
@@ -675,17 +852,34 @@ mod tests {
             build("app", "1.0.0", 1, "FAILED", 9.0),
         ];
         // WHEN selected
-        let failed = Selection { statuses: Some(vec!["FAILED".into()]), ..selection() };
-        let ids: Vec<String> = outcome(&builds, &failed, None).into_iter().map(|(id, _)| id).collect();
+        let failed = Selection {
+            statuses: Some(vec!["FAILED".into()]),
+            ..selection()
+        };
+        let ids: Vec<String> = outcome(&builds, &failed, None)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
         // THEN names ascend, dates descend, ties go to the higher version then build, unknown last
         assert_eq!(
             ids,
-            ["app/1.0.0/1", "web/1.0.0/3", "web/1.10.0/1", "web/1.9.0/3", "web/1.0.0/2", "web/1.0.0/1", "web/1.0.0/7"]
+            [
+                "app/1.0.0/1",
+                "web/1.0.0/3",
+                "web/1.10.0/1",
+                "web/1.9.0/3",
+                "web/1.0.0/2",
+                "web/1.0.0/1",
+                "web/1.0.0/7"
+            ]
         );
         // AND the same input in another order gives the same result
         let mut reversed = builds.to_vec();
         reversed.reverse();
-        assert_eq!(select(&reversed, &failed, None, NOW), select(&builds, &failed, None, NOW));
+        assert_eq!(
+            select(&reversed, &failed, None, NOW),
+            select(&builds, &failed, None, NOW)
+        );
     }
 
     #[test]
@@ -693,7 +887,11 @@ mod tests {
         // GIVEN the newest build's dateCreated cannot be read, then two AVAILABLE builds
         let mut no_date = build("web", "1.0.0", 3, "AVAILABLE", 0.0);
         no_date.date_created = "Sun, 01 Nov 2026 00:00:00 GMT".into();
-        let builds = [no_date, build("web", "1.0.0", 2, "AVAILABLE", 2.0), build("web", "1.0.0", 1, "AVAILABLE", 3.0)];
+        let builds = [
+            no_date,
+            build("web", "1.0.0", 2, "AVAILABLE", 2.0),
+            build("web", "1.0.0", 1, "AVAILABLE", 3.0),
+        ];
         // WHEN keepNewest is 1
         // THEN it is kept as unknownDate, and the slot and the newest-available guard go to the next
         assert_eq!(
@@ -721,11 +919,27 @@ mod tests {
             KeepReason::NewestAvailable,
         ]
         .iter()
-        .map(|r| serde_json::to_value(r).unwrap().as_str().unwrap().to_owned())
+        .map(|r| {
+            serde_json::to_value(r)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
         assert_eq!(
             keep,
-            ["inProgress", "protected", "invalidArn", "unknownStatus", "unknownDate", "keepNewest", "tooNew", "statusNotSelected", "newestAvailable"]
+            [
+                "inProgress",
+                "protected",
+                "invalidArn",
+                "unknownStatus",
+                "unknownDate",
+                "keepNewest",
+                "tooNew",
+                "statusNotSelected",
+                "newestAvailable"
+            ]
         );
         let delete: Vec<String> = [
             DeleteReason::BeyondKeepNewest,
@@ -736,6 +950,14 @@ mod tests {
         .iter()
         .map(ToString::to_string)
         .collect();
-        assert_eq!(delete, ["beyondKeepNewest", "olderThan30Days", "statusFAILED", "allowDeletingNewest"]);
+        assert_eq!(
+            delete,
+            [
+                "beyondKeepNewest",
+                "olderThan30Days",
+                "statusFAILED",
+                "allowDeletingNewest"
+            ]
+        );
     }
 }
