@@ -424,3 +424,367 @@ pub fn check_drift(
     }
     DriftCheck::Proceed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::retention::select::{select, BuildVersion};
+    use serde_json::json;
+
+    /// 2026-11-01T10:00:00Z.
+    const CREATED: i64 = 1_793_527_200_000;
+    const ARN1: &str = "arn:aws:imagebuilder:us-east-1:123456789012:image/web/1.0.0/1";
+    const ARN2: &str = "arn:aws:imagebuilder:us-east-1:123456789012:image/web/1.0.0/2";
+
+    fn selection() -> Selection {
+        Selection::from_plan(
+            &json!({"names": ["web"], "keepNewest": 1}),
+            Some("us-east-1"),
+        )
+        .unwrap()
+    }
+
+    fn listed(arn: &str, build: u64, date: &str) -> BuildVersion {
+        BuildVersion {
+            arn: arn.to_owned(),
+            name: "web".into(),
+            version: "1.0.0".into(),
+            build,
+            status: "AVAILABLE".into(),
+            date_created: date.into(),
+            tags: BTreeMap::new(),
+        }
+    }
+
+    /// A plan deleting web/1.0.0/1 and keeping web/1.0.0/2.
+    fn plan() -> Plan {
+        let builds = [
+            listed(ARN1, 1, "2026-10-01T10:00:00.000Z"),
+            listed(ARN2, 2, "2026-10-20T10:00:00.000Z"),
+        ];
+        let decided = select(&builds, &selection(), None, CREATED);
+        Plan::new(
+            plan_id(CREATED, 0x1a2b_3c4d),
+            CREATED,
+            selection(),
+            &decided,
+        )
+    }
+
+    fn plan_json() -> Value {
+        serde_json::to_value(plan()).unwrap()
+    }
+
+    #[test]
+    fn plan_document_has_the_documented_shape() {
+        // GIVEN two listed builds and keepNewest 1
+        // WHEN the plan is built THEN its JSON is exactly the documented document
+        assert_eq!(
+            plan_json(),
+            json!({
+                "planId": "plan-20261101T100000Z-1a2b3c4d",
+                "createdAt": "2026-11-01T10:00:00.000Z",
+                "expiresAt": "2026-11-02T10:00:00.000Z",
+                "selection": {"names": ["web"], "regions": ["us-east-1"], "keepNewest": 1,
+                    "excludeTagKeys": [], "allowDeletingNewest": false},
+                "delete": [{"imageBuildVersionArn": ARN1, "status": "AVAILABLE",
+                    "dateCreated": "2026-10-01T10:00:00.000Z", "reasons": ["beyondKeepNewest"]}],
+                "keep": [{"imageBuildVersionArn": ARN2, "reason": "keepNewest"}],
+                "summary": {"scanned": 2, "delete": 1, "keep": 1}
+            })
+        );
+    }
+
+    #[test]
+    fn plan_ids_have_one_shape() {
+        // GIVEN ids made by plan_id and hand-made ones
+        // WHEN checked THEN only the plan_id shape passes (it becomes an S3 key)
+        assert_eq!(plan_id(CREATED, 7), "plan-20261101T100000Z-00000007");
+        assert!(is_plan_id(&plan_id(CREATED, u32::MAX)));
+        for bad in [
+            "",
+            "plan-20261101T100000Z-1A2B3C4D",
+            "plan-20261101T100000Z-1a2b3c4",
+            "plan-20261101T100000Z-1a2b3c4d0",
+            "plan-2026110xT100000Z-1a2b3c4d",
+            "plan-20261101T100000Z/../../x",
+            "../plans/plan-20261101T100000Z",
+        ] {
+            assert!(!is_plan_id(bad), "{bad}");
+        }
+        assert_eq!(plan_key("plan-x"), "plans/plan-x.json");
+        assert_eq!(items_key("plan-x"), "plans/plan-x/items.json");
+    }
+
+    #[test]
+    fn a_plan_parses_back_to_itself() {
+        // GIVEN a serialised plan, with and without planLocation
+        let mut located = plan();
+        located.plan_location = Some(PlanLocation {
+            bucket: "b".into(),
+            key: plan_key(&located.plan_id),
+        });
+        for original in [plan(), located] {
+            let value = serde_json::to_value(&original).unwrap();
+            let bytes = serde_json::to_vec(&original).unwrap();
+            // WHEN parsed back THEN it is the same plan
+            assert_eq!(Plan::parse(value).unwrap(), original);
+            assert_eq!(Plan::parse_slice(&bytes).unwrap(), original);
+        }
+    }
+
+    #[test]
+    fn a_plan_this_function_could_not_have_made_is_refused() {
+        // GIVEN a valid plan with one thing changed
+        let edits: Vec<(&str, fn(&mut Value))> = vec![
+            ("unknown key", |p| p["deleteAll"] = json!(true)),
+            ("unknown entry key", |p| {
+                p["delete"][0]["force"] = json!(true)
+            }),
+            ("unknown selection key", |p| {
+                p["selection"]["keepNewst"] = json!(1)
+            }),
+            ("selection without a rule", |p| {
+                p["selection"].as_object_mut().unwrap().remove("keepNewest");
+            }),
+            ("unknown keep reason", |p| {
+                p["keep"][0]["reason"] = json!("because")
+            }),
+            ("missing summary", |p| {
+                p.as_object_mut().unwrap().remove("summary");
+            }),
+            ("path in planId", |p| {
+                p["planId"] = json!("../../etc/passwd")
+            }),
+            ("extended expiry", |p| {
+                p["expiresAt"] = json!("2026-11-09T10:00:00.000Z")
+            }),
+            ("unreadable createdAt", |p| p["createdAt"] = json!("today")),
+            ("summary mismatch", |p| p["summary"]["delete"] = json!(2)),
+            ("scanned mismatch", |p| p["summary"]["scanned"] = json!(3)),
+            ("duplicate ARN", |p| {
+                p["keep"][0]["imageBuildVersionArn"] = json!(ARN1)
+            }),
+            ("not a build version", |p| {
+                p["delete"][0]["imageBuildVersionArn"] = json!("arn:aws:ec2:us-east-1::image/ami-1")
+            }),
+            ("region not scanned", |p| {
+                p["delete"][0]["imageBuildVersionArn"] =
+                    json!("arn:aws:imagebuilder:eu-west-1:123456789012:image/web/1.0.0/1")
+            }),
+            ("in-progress status", |p| {
+                p["delete"][0]["status"] = json!("BUILDING")
+            }),
+            ("unknown status", |p| {
+                p["delete"][0]["status"] = json!("ARCHIVED")
+            }),
+            ("unreadable dateCreated", |p| {
+                p["delete"][0]["dateCreated"] = json!("2026-10-01")
+            }),
+            ("no reasons", |p| p["delete"][0]["reasons"] = json!([])),
+            ("not an object", |p| *p = json!([1, 2])),
+        ];
+        for (what, edit) in edits {
+            let mut value = plan_json();
+            edit(&mut value);
+            // WHEN parsed THEN Malformed, with a message
+            let err = Plan::parse(value).unwrap_err();
+            assert!(matches!(err, PlanError::Malformed(_)), "{what}: {err:?}");
+            assert!(
+                err.to_string().starts_with("not a valid retention plan: "),
+                "{what}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn expiry_is_checked_against_the_given_now() {
+        // GIVEN a plan created at CREATED, expiring 24 h later
+        let plan = plan();
+        // WHEN checked just before, at and after expiry THEN only before passes
+        assert_eq!(plan.check_not_expired(CREATED), Ok(()));
+        assert_eq!(plan.check_not_expired(CREATED + PLAN_TTL_MS - 1), Ok(()));
+        for now in [CREATED + PLAN_TTL_MS, CREATED + 2 * PLAN_TTL_MS] {
+            let err = plan.check_not_expired(now).unwrap_err();
+            assert_eq!(
+                err,
+                PlanError::Expired {
+                    plan_id: plan.plan_id.clone(),
+                    expires_at: "2026-11-02T10:00:00.000Z".into()
+                }
+            );
+            assert!(err.to_string().contains("make a new plan"), "{err}");
+        }
+    }
+
+    #[test]
+    fn map_items_are_the_delete_list_with_expectations() {
+        // GIVEN a plan WHEN its Map items are made THEN one per delete entry, in order
+        let plan = plan();
+        let items = items(&plan);
+        assert_eq!(
+            serde_json::to_value(&items).unwrap(),
+            json!([{"imageBuildVersionArn": ARN1, "planId": "plan-20261101T100000Z-1a2b3c4d",
+                "expect": {"status": "AVAILABLE", "dateCreated": "2026-10-01T10:00:00.000Z"}}])
+        );
+        // AND each checks out against the plan
+        assert_eq!(
+            plan.check_item(&items[0]).unwrap().image_build_version_arn,
+            ARN1
+        );
+    }
+
+    #[test]
+    fn map_items_that_do_not_match_the_plan_are_refused() {
+        // GIVEN the plan's one item with one thing changed
+        let plan = plan();
+        let item = items(&plan).remove(0);
+        let edits: Vec<(&str, fn(&mut MapItem))> = vec![
+            ("other plan", |i| {
+                i.plan_id = "plan-20261101T100000Z-00000000".into()
+            }),
+            ("kept ARN", |i| i.image_build_version_arn = ARN2.into()),
+            ("other status", |i| i.expect.status = "FAILED".into()),
+            ("other instant", |i| {
+                i.expect.date_created = "2026-10-01T10:00:00.001Z".into()
+            }),
+        ];
+        for (what, edit) in edits {
+            let mut changed = item.clone();
+            edit(&mut changed);
+            // WHEN checked THEN ItemMismatch
+            let err = plan.check_item(&changed).unwrap_err();
+            assert!(matches!(err, PlanError::ItemMismatch(_)), "{what}: {err:?}");
+        }
+        // AND the same instant written another way is the same item
+        let mut same = item;
+        same.expect.date_created = "2026-10-01T12:00:00+02:00".into();
+        assert!(plan.check_item(&same).is_ok());
+        // AND an unknown key in an item is refused when it is decoded
+        let extra = json!({"imageBuildVersionArn": ARN1, "planId": plan.plan_id, "expect":
+            {"status": "AVAILABLE", "dateCreated": "2026-10-01T10:00:00.000Z"}, "force": true});
+        assert!(serde_json::from_value::<MapItem>(extra).is_err());
+    }
+
+    #[test]
+    fn drift_check_table() {
+        // GIVEN a plan entry expecting AVAILABLE created 2026-10-01T10:00:00.000Z
+        let expect = Expect {
+            status: "AVAILABLE".into(),
+            date_created: "2026-10-01T10:00:00.000Z".into(),
+        };
+        let none = BTreeMap::new();
+        let tags = |k: &str| BTreeMap::from([(k.to_owned(), String::new())]);
+        let (pinned, protect, other) = (tags("pinned"), tags("keep-me"), tags("owner"));
+        let exclude = vec!["pinned".to_owned()];
+        let table: Vec<(
+            &str,
+            Option<&str>,
+            Option<&str>,
+            &BTreeMap<String, String>,
+            Option<&str>,
+        )> = vec![
+            (
+                "unchanged",
+                Some("AVAILABLE"),
+                Some("2026-10-01T10:00:00.000Z"),
+                &none,
+                None,
+            ),
+            (
+                "same instant, other spelling",
+                Some("AVAILABLE"),
+                Some("2026-10-01T10:00:00Z"),
+                &none,
+                None,
+            ),
+            (
+                "same instant, offset",
+                Some("AVAILABLE"),
+                Some("2026-10-01T11:00:00+01:00"),
+                &none,
+                None,
+            ),
+            (
+                "unrelated tag",
+                Some("AVAILABLE"),
+                Some("2026-10-01T10:00:00.000Z"),
+                &other,
+                None,
+            ),
+            (
+                "status changed",
+                Some("DEPRECATED"),
+                Some("2026-10-01T10:00:00.000Z"),
+                &none,
+                Some("status"),
+            ),
+            (
+                "status missing",
+                None,
+                Some("2026-10-01T10:00:00.000Z"),
+                &none,
+                Some("status"),
+            ),
+            (
+                "rebuilt",
+                Some("AVAILABLE"),
+                Some("2026-10-05T10:00:00.000Z"),
+                &none,
+                Some("dateCreated"),
+            ),
+            (
+                "one ms later",
+                Some("AVAILABLE"),
+                Some("2026-10-01T10:00:00.001Z"),
+                &none,
+                Some("dateCreated"),
+            ),
+            (
+                "date unreadable",
+                Some("AVAILABLE"),
+                Some("2026-10-01"),
+                &none,
+                Some("dateCreated"),
+            ),
+            (
+                "date missing",
+                Some("AVAILABLE"),
+                None,
+                &none,
+                Some("dateCreated"),
+            ),
+            (
+                "now protected",
+                Some("AVAILABLE"),
+                Some("2026-10-01T10:00:00.000Z"),
+                &protect,
+                Some("protect tag"),
+            ),
+            (
+                "now excluded",
+                Some("AVAILABLE"),
+                Some("2026-10-01T10:00:00.000Z"),
+                &pinned,
+                Some("excluded tag"),
+            ),
+        ];
+        for (case, status, date_created, tags, drift) in table {
+            let observed = Observed {
+                status,
+                date_created,
+                tags,
+            };
+            // WHEN checked with PROTECT_TAG_KEY=keep-me and excludeTagKeys [pinned]
+            let verdict = check_drift(&expect, &observed, Some("keep-me"), &exclude);
+            // THEN Proceed, or Drift with a reason naming what changed
+            match (verdict, drift) {
+                (DriftCheck::Proceed, None) => {}
+                (DriftCheck::Drift(reason), Some(needle)) => {
+                    assert!(reason.contains(needle), "{case}: {reason}")
+                }
+                (verdict, _) => panic!("{case}: {verdict:?}"),
+            }
+        }
+    }
+}
