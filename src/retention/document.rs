@@ -431,6 +431,18 @@ mod tests {
     use crate::retention::select::{select, BuildVersion};
     use serde_json::json;
 
+    /// One change to a valid value, for the refusal tables.
+    type Edit<T> = fn(&mut T);
+
+    /// (case, observed status, observed dateCreated, observed tags, expected drift reason part).
+    type DriftRow<'a> = (
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+        &'a BTreeMap<String, String>,
+        Option<&'a str>,
+    );
+
     /// 2026-11-01T10:00:00Z.
     const CREATED: i64 = 1_793_527_200_000;
     const ARN1: &str = "arn:aws:imagebuilder:us-east-1:123456789012:image/web/1.0.0/1";
@@ -536,7 +548,7 @@ mod tests {
     #[test]
     fn a_plan_this_function_could_not_have_made_is_refused() {
         // GIVEN a valid plan with one thing changed
-        let edits: Vec<(&str, fn(&mut Value))> = vec![
+        let edits: Vec<(&str, Edit<Value>)> = vec![
             ("unknown key", |p| p["deleteAll"] = json!(true)),
             ("unknown entry key", |p| {
                 p["delete"][0]["force"] = json!(true)
@@ -639,7 +651,7 @@ mod tests {
         // GIVEN the plan's one item with one thing changed
         let plan = plan();
         let item = items(&plan).remove(0);
-        let edits: Vec<(&str, fn(&mut MapItem))> = vec![
+        let edits: Vec<(&str, Edit<MapItem>)> = vec![
             ("other plan", |i| {
                 i.plan_id = "plan-20261101T100000Z-00000000".into()
             }),
@@ -677,13 +689,7 @@ mod tests {
         let tags = |k: &str| BTreeMap::from([(k.to_owned(), String::new())]);
         let (pinned, protect, other) = (tags("pinned"), tags("keep-me"), tags("owner"));
         let exclude = vec!["pinned".to_owned()];
-        let table: Vec<(
-            &str,
-            Option<&str>,
-            Option<&str>,
-            &BTreeMap<String, String>,
-            Option<&str>,
-        )> = vec![
+        let table: Vec<DriftRow<'_>> = vec![
             (
                 "unchanged",
                 Some("AVAILABLE"),
