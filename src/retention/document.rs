@@ -434,12 +434,12 @@ mod tests {
     /// One change to a valid value, for the refusal tables.
     type Edit<T> = fn(&mut T);
 
-    /// (case, observed status, observed dateCreated, observed tags, expected drift reason part).
+    /// (case, observed status, observed dateCreated, observed tag key, part of the drift reason).
     type DriftRow<'a> = (
         &'a str,
         Option<&'a str>,
         Option<&'a str>,
-        &'a BTreeMap<String, String>,
+        &'a str,
         Option<&'a str>,
     );
 
@@ -678,116 +678,79 @@ mod tests {
         assert!(serde_json::from_value::<MapItem>(extra).is_err());
     }
 
+    /// The verdict for a build observed as (status, dateCreated, one tag key or "") against a
+    /// plan entry expecting AVAILABLE created `PLANNED`, with PROTECT_TAG_KEY=keep-me and
+    /// excludeTagKeys [pinned].
+    fn drift(status: Option<&str>, date_created: Option<&str>, tag: &str) -> DriftCheck {
+        const PLANNED: &str = "2026-10-01T10:00:00.000Z";
+        let expect = Expect {
+            status: "AVAILABLE".into(),
+            date_created: PLANNED.into(),
+        };
+        let tags = BTreeMap::from([(tag.to_owned(), String::new())]);
+        let observed = Observed {
+            status,
+            date_created,
+            tags: &tags,
+        };
+        check_drift(&expect, &observed, Some("keep-me"), &["pinned".to_owned()])
+    }
+
     #[test]
     fn drift_check_table() {
         // GIVEN a plan entry expecting AVAILABLE created 2026-10-01T10:00:00.000Z
-        let expect = Expect {
-            status: "AVAILABLE".into(),
-            date_created: "2026-10-01T10:00:00.000Z".into(),
-        };
-        let none = BTreeMap::new();
-        let tags = |k: &str| BTreeMap::from([(k.to_owned(), String::new())]);
-        let (pinned, protect, other) = (tags("pinned"), tags("keep-me"), tags("owner"));
-        let exclude = vec!["pinned".to_owned()];
+        const AV: Option<&str> = Some("AVAILABLE");
+        const AT: Option<&str> = Some("2026-10-01T10:00:00.000Z");
         let table: Vec<DriftRow<'_>> = vec![
+            ("unchanged", AV, AT, "", None),
             (
-                "unchanged",
-                Some("AVAILABLE"),
-                Some("2026-10-01T10:00:00.000Z"),
-                &none,
-                None,
-            ),
-            (
-                "same instant, other spelling",
-                Some("AVAILABLE"),
+                "same instant, no fraction",
+                AV,
                 Some("2026-10-01T10:00:00Z"),
-                &none,
+                "",
                 None,
             ),
             (
                 "same instant, offset",
-                Some("AVAILABLE"),
+                AV,
                 Some("2026-10-01T11:00:00+01:00"),
-                &none,
+                "",
                 None,
             ),
-            (
-                "unrelated tag",
-                Some("AVAILABLE"),
-                Some("2026-10-01T10:00:00.000Z"),
-                &other,
-                None,
-            ),
-            (
-                "status changed",
-                Some("DEPRECATED"),
-                Some("2026-10-01T10:00:00.000Z"),
-                &none,
-                Some("status"),
-            ),
-            (
-                "status missing",
-                None,
-                Some("2026-10-01T10:00:00.000Z"),
-                &none,
-                Some("status"),
-            ),
+            ("unrelated tag", AV, AT, "owner", None),
+            ("status changed", Some("DEPRECATED"), AT, "", Some("status")),
+            ("status missing", None, AT, "", Some("status")),
             (
                 "rebuilt",
-                Some("AVAILABLE"),
+                AV,
                 Some("2026-10-05T10:00:00.000Z"),
-                &none,
+                "",
                 Some("dateCreated"),
             ),
             (
                 "one ms later",
-                Some("AVAILABLE"),
+                AV,
                 Some("2026-10-01T10:00:00.001Z"),
-                &none,
+                "",
                 Some("dateCreated"),
             ),
             (
                 "date unreadable",
-                Some("AVAILABLE"),
+                AV,
                 Some("2026-10-01"),
-                &none,
+                "",
                 Some("dateCreated"),
             ),
-            (
-                "date missing",
-                Some("AVAILABLE"),
-                None,
-                &none,
-                Some("dateCreated"),
-            ),
-            (
-                "now protected",
-                Some("AVAILABLE"),
-                Some("2026-10-01T10:00:00.000Z"),
-                &protect,
-                Some("protect tag"),
-            ),
-            (
-                "now excluded",
-                Some("AVAILABLE"),
-                Some("2026-10-01T10:00:00.000Z"),
-                &pinned,
-                Some("excluded tag"),
-            ),
+            ("date missing", AV, None, "", Some("dateCreated")),
+            ("now protected", AV, AT, "keep-me", Some("protect tag key")),
+            ("now excluded", AV, AT, "pinned", Some("excluded tag key")),
         ];
-        for (case, status, date_created, tags, drift) in table {
-            let observed = Observed {
-                status,
-                date_created,
-                tags,
-            };
-            // WHEN checked with PROTECT_TAG_KEY=keep-me and excludeTagKeys [pinned]
-            let verdict = check_drift(&expect, &observed, Some("keep-me"), &exclude);
-            // THEN Proceed, or Drift with a reason naming what changed
-            match (verdict, drift) {
+        for (case, status, date_created, tag, want) in table {
+            // WHEN GetImage returns this THEN Proceed, or Drift naming what changed
+            match (drift(status, date_created, tag), want) {
                 (DriftCheck::Proceed, None) => {}
-                (DriftCheck::Drift(reason), Some(needle)) => {
-                    assert!(reason.contains(needle), "{case}: {reason}")
+                (DriftCheck::Drift(why), Some(part)) => {
+                    assert!(why.contains(part), "{case}: {why}")
                 }
                 (verdict, _) => panic!("{case}: {verdict:?}"),
             }
