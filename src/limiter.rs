@@ -2,26 +2,40 @@
 //! service in that region within the process.
 //!
 //! It sits at the bottom of the import graph (std and tokio only) and knows nothing of AWS:
-//! callers classify each outcome as success, throttle or other error and report it on the
-//! [`Permit`] they were given. Two limits apply to every call start:
+//! callers classify each outcome and report it on the [`Permit`] they were given. Two limits
+//! apply to every call start:
 //!
-//! * **calls in flight** (a congestion window): grows by one per window's worth of
-//!   successes, shrinks ×[`BETA`] on a throttle, always within `1..=max_in_flight`;
-//! * **start rate** (a token bucket), off until the first throttle, then set to ×[`BETA`] of
-//!   the rate the service was granting and regrown along a CUBIC curve back to (and past)
-//!   that rate, as the AWS SDKs' adaptive retry mode does.
+//! * **calls in flight** (a congestion window): starts at `max_in_flight`, grows by one per
+//!   window's worth of successes, shrinks ×[`BETA`] on a throttle, always within
+//!   `1..=max_in_flight`;
+//! * **start rate** (a token bucket): off until the first throttle, so an unthrottled service
+//!   is never slowed; then set to ×[`BETA`] of the rate the service was granting (successes
+//!   per second since the last cut) and regrown along a CUBIC curve back to that plateau and
+//!   past it, as the AWS SDKs' adaptive retry mode does.
 //!
 //! A congestion event cuts both limits at most once per round trip: a throttle of a call that
-//! started before the last cut was sent under the old limits and is already answered.
+//! started before the last cut was sent under the old limits and is already answered for.
 //! Independent processes sharing one service limit each see throttles in proportion to their
-//! rate, so multiplicative decrease with the same regrowth curve drives each toward its share
-//! without any coordination.
+//! rate, so multiplicative decrease with the same absolute regrowth curve drives each toward
+//! its share without any coordination.
 //!
 //! A throttled call is not a failed attempt: the caller reports it with
-//! [`Permit::throttled`], acquires a new permit and calls again, bounded only by its deadline.
+//! [`Permit::throttled`], acquires a new permit and calls again, bounded only by its deadline:
+//!
+//! ```ignore
+//! loop {
+//!     let permit = limiter.acquire().await;
+//!     match call().await {
+//!         Err(e) if is_throttle(&e) => permit.throttled(), // not an attempt: go again
+//!         Err(e) if no_answer(&e) => { permit.other_error(); return Err(e) } // retry policy's
+//!         answer => { permit.success(); return answer }  // a result or a service error
+//!     }
+//! }
+//! ```
 //!
 //! The decisions live in [`Control`], a pure state machine driven with explicit instants;
-//! [`Limiter`] adds the FIFO queue of waiting callers around it.
+//! [`Limiter`] adds the FIFO queue of waiting callers around it, and [`Limiters`] the map
+//! from (service, region) to limiter.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -63,12 +77,13 @@ pub const BURST: Duration = Duration::from_millis(50);
 /// How a call ended, as far as the limiter cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// The service answered (with a result or a non-throttling error that says nothing about
-    /// load, such as "not found").
+    /// The service answered, with a result or an error that says nothing about load (not
+    /// found, access denied, a dependency): the limits may grow.
     Success,
-    /// The service refused the call for rate (HTTP 429 and the like).
+    /// The service refused the call for rate (HTTP 429 and the like): the limits shrink.
     Throttled,
-    /// No usable answer (timeout, connection error, cancelled call): no signal either way.
+    /// No usable answer (timeout, connection error, 5xx, cancelled call): no signal either
+    /// way, the limits stay.
     Other,
 }
 
@@ -172,8 +187,16 @@ impl Meter {
                 (start, floor) = (t, Duration::from_millis(1));
             }
         }
-        let n = self.successes.iter().rev().take_while(|&&t| t > start).count();
-        let span = now.saturating_duration_since(start).max(floor).as_secs_f64();
+        let n = self
+            .successes
+            .iter()
+            .rev()
+            .take_while(|&&t| t > start)
+            .count();
+        let span = now
+            .saturating_duration_since(start)
+            .max(floor)
+            .as_secs_f64();
         (n as f64 / span, span)
     }
 
@@ -292,7 +315,9 @@ impl Control {
     fn cut(&mut self, now: Instant) {
         self.cut_seq = self.next_seq;
         self.window = (self.window * BETA).max(1.0);
-        let estimate = self.meter.estimate(now, self.rate.as_ref().map(|r| r.cut_at));
+        let estimate = self
+            .meter
+            .estimate(now, self.rate.as_ref().map(|r| r.cut_at));
         let granted = self.meter.granted(now);
         let base = match self.rate.as_mut() {
             Some(rate) => {
@@ -704,7 +729,10 @@ mod tests {
             // WHEN `secs` seconds have passed
             let fill = r.cubic(t0 + Duration::from_secs_f64(secs));
             // THEN the curve gives the expected rate
-            assert!((fill - expected).abs() < 1e-6, "{w_max} {rough} {secs}: {fill}");
+            assert!(
+                (fill - expected).abs() < 1e-6,
+                "{w_max} {rough} {secs}: {fill}"
+            );
         }
         // AND growth past the plateau is capped at twice the measured rate
         let mut r = rate(100.0, false);
@@ -929,7 +957,11 @@ mod tests {
         assert!(f.time_ratio() <= 1.25, "{:?}", f.per_instance);
         // AND none took much more than its share: no instance finished in under half the time
         let half = f.ideal / 2;
-        assert!(f.per_instance.iter().all(|&t| t >= half), "{:?}", f.per_instance);
+        assert!(
+            f.per_instance.iter().all(|&t| t >= half),
+            "{:?}",
+            f.per_instance
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -955,7 +987,10 @@ mod tests {
         // THEN they take ceil(2000 / 32) rounds of 20 ms, give or take 5 %
         let ideal = LATENCY * 2000u32.div_ceil(32);
         eprintln!("no throttling: {elapsed:?} vs {ideal:?}");
-        assert!(elapsed.as_secs_f64() <= 1.05 * ideal.as_secs_f64(), "{elapsed:?}");
+        assert!(
+            elapsed.as_secs_f64() <= 1.05 * ideal.as_secs_f64(),
+            "{elapsed:?}"
+        );
         assert_eq!(limiter.in_flight_limit(), 32);
         assert_eq!(limiter.rate_limit(), None);
     }
