@@ -346,6 +346,10 @@ pub struct Guards {
     pub accounts: AllowList,
     /// `ALLOWED_REGIONS` (`Any`: any region of `partition`).
     pub regions: AllowList,
+    /// Why no account is allowed at all: `ALLOWED_ACCOUNT_IDS` is unset and the function's
+    /// own account is unknown. Every ARN is then refused with this reason (never delete from
+    /// an account nobody allowed).
+    pub accounts_unknown: Option<String>,
 }
 
 impl Guards {
@@ -375,6 +379,12 @@ impl Guards {
                     quote(arn.as_str()),
                     arn.account()
                 ),
+            });
+        }
+        if let Some(reason) = &self.accounts_unknown {
+            return Err(Rejection {
+                code: RejectCode::AccountNotAllowed,
+                message: format!("account {} is not allowed: {reason}", arn.account()),
             });
         }
         if !self.accounts.allows(arn.account()) {
@@ -414,7 +424,7 @@ impl Guards {
     }
 }
 
-/// Parse + guards: the single entry point the engine uses for a candidate string.
+/// Parse + guards: the single entry point for a candidate string.
 pub fn validate(input: &str, guards: &Guards) -> Result<ImageArn, Rejection> {
     let arn = parse(input)?;
     guards.check(&arn)?;
@@ -451,6 +461,7 @@ mod tests {
             partition: "aws".into(),
             accounts: AllowList::Only(vec!["123456789012".into()]),
             regions: AllowList::Any,
+            accounts_unknown: None,
         }
     }
 
@@ -619,6 +630,7 @@ mod tests {
         assert!(validate(GOOD, &guards()).is_ok());
         let listed = Guards {
             regions: AllowList::Only(vec!["eu-west-1".into(), "us-east-1".into()]),
+            accounts_unknown: None,
             ..guards()
         };
         assert!(validate(GOOD, &listed).is_ok());
@@ -644,6 +656,7 @@ mod tests {
         // GIVEN a foreign account in a region that is also not allowed
         let g = Guards {
             regions: AllowList::Only(vec!["us-east-1".into()]),
+            accounts_unknown: None,
             ..guards()
         };
         let arn =
@@ -663,6 +676,7 @@ mod tests {
     fn region_not_allowed_names_the_region_and_the_variable() {
         let g = Guards {
             regions: AllowList::Only(vec!["us-east-1".into(), "us-west-2".into()]),
+            accounts_unknown: None,
             ..guards()
         };
         let arn =
@@ -704,7 +718,7 @@ mod tests {
     }
 
     #[test]
-    fn ten_thousand_arns_parse_quickly() {
+    fn ten_thousand_distinct_arns_all_validate() {
         // GIVEN 10,000 distinct build version ARNs (the per-invocation ceiling we plan for)
         let arns: Vec<String> = (0..10_000)
             .map(|i| {
@@ -712,14 +726,12 @@ mod tests {
             })
             .collect();
         // WHEN all are validated
-        let start = std::time::Instant::now();
         let ok = arns
             .iter()
             .filter(|a| validate(a, &guards()).is_ok())
             .count();
-        // THEN all pass, well within a millisecond budget per thousand even unoptimised
+        // THEN all pass (their speed is measured by scripts/bench, not asserted here)
         assert_eq!(ok, 10_000);
-        assert!(start.elapsed().as_millis() < 500, "{:?}", start.elapsed());
     }
 
     #[test]

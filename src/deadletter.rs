@@ -1,5 +1,5 @@
-//! Dead letters: the SPEC §5 message body, batching for SendMessageBatch, and sending with
-//! the per-entry fallback.
+//! Dead letters: the message body, batching for SendMessageBatch, and sending with the
+//! per-entry fallback.
 //!
 //! One message per failed or rejected item (per source that named it). A batch holds at
 //! most 10 entries and 256 KiB; entries a batch call did not confirm are retried one by
@@ -12,9 +12,9 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::engine::{with_retries, Attempted, RetryPolicy, Window};
 use crate::outcome::Subject;
 use crate::ports::{CallError, DeadLetterMessage, DeadLetterSink, ErrorClass};
+use crate::retry::{with_retries, Attempted, RetryPolicy, Window};
 
 /// Whether each entry was sent, in entry order.
 type SendResults = Vec<Result<(), CallError>>;

@@ -3,7 +3,7 @@
 //! Build once per process with [`Handler::new`] and call [`Handler::invoke`] from
 //! `lambda_runtime` (or [`Handler::handle`] in tests, with an explicit [`Invocation`]).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lambda_runtime::LambdaEvent;
 use serde_json::value::RawValue;
@@ -14,9 +14,10 @@ use crate::engine::{Engine, Execution, Invocation, NotDeadLettered};
 use crate::error::ReaperError;
 use crate::event::{self, InvocationKind};
 use crate::metrics;
-use crate::outcome::{Report, ResultRecord, Subject};
-use crate::output_resources::run::{Cleaners, Unavailable};
-use crate::ports::{Amis, ContainerImages, DeadLetterSink, Images};
+use crate::outcome::{ResultRecord, Subject};
+use crate::output_resources::run::Cleaners;
+use crate::ports::{Amis, ContainerImages, DeadLetterSink, Images, Unavailable};
+use crate::report::Report;
 
 /// How many not-dead-lettered items the `DeadLetterQueueUnavailable` message lists by name.
 const LISTED_IN_ERROR: usize = 20;
@@ -46,7 +47,7 @@ impl<I: Images, D: DeadLetterSink> Handler<I, D> {
 }
 
 impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Handler<I, D, A, C> {
-    /// The EC2 and ECR ports that delete an image's output resources (issue 5).
+    /// The EC2 and ECR ports that delete an image's output resources.
     pub fn with_output_resources<A2: Amis, C2: ContainerImages>(
         self,
         amis: A2,
@@ -68,7 +69,7 @@ impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Handler<I, D, A,
     /// The `lambda_runtime` entry point: the report as pre-serialised JSON (within the
     /// response budget), or the whole-invocation error.
     pub async fn invoke(&self, event: LambdaEvent<Value>) -> Result<Box<RawValue>, ReaperError> {
-        let invocation = Invocation::from_context(&event.context);
+        let invocation = invocation_from(&event.context);
         let report = self.handle(&event.payload, &invocation).await?;
         Ok(report.to_raw_json(self.config.report_budget_bytes))
     }
@@ -115,14 +116,13 @@ impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Handler<I, D, A,
                 }
             },
         };
-        let engine = Engine {
-            config: &self.config,
-            images: &self.images,
-            dead_letters: self.dead_letters.as_ref(),
-            output: &self.output,
-            output_mode,
-        };
-        let exec = engine.run(&decoded, invocation).await;
+        let engine = Engine::new(
+            &self.config,
+            &self.images,
+            self.dead_letters.as_ref(),
+            &self.output,
+        );
+        let exec = engine.run(&decoded, invocation, output_mode).await;
         log_outcomes(&exec.records);
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -162,7 +162,36 @@ pub struct Handled {
     pub result: Result<Report, ReaperError>,
 }
 
-/// One log line per ARN (or rejected item) outcome, with the SPEC §7 fields.
+/// From the Lambda context: the deadline (epoch ms) becomes a monotonic instant now, so
+/// everything downstream works on tokio time.
+fn invocation_from(ctx: &lambda_runtime::Context) -> Invocation {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    Invocation {
+        request_id: ctx.request_id.clone(),
+        invoked_function_arn: ctx.invoked_function_arn.clone(),
+        deadline: tokio::time::Instant::now() + remaining_until(ctx.deadline, now_ms),
+    }
+}
+
+/// Deadlines below this (2001-09-09 in epoch ms) cannot be wall-clock times.
+const EPOCH_MS_FLOOR: u64 = 1_000_000_000_000;
+
+/// Time left before `deadline_ms`. Lambda sends Unix epoch milliseconds; some local
+/// runtimes (cargo-lambda 1.9 sends `600000`) send the *remaining* milliseconds instead.
+/// Read literally such a value lies in 1970 and nothing would ever be attempted, so a value
+/// too small to be a wall-clock time is taken as a duration.
+fn remaining_until(deadline_ms: u64, now_ms: u64) -> Duration {
+    if deadline_ms < EPOCH_MS_FLOOR {
+        Duration::from_millis(deadline_ms)
+    } else {
+        Duration::from_millis(deadline_ms.saturating_sub(now_ms))
+    }
+}
+
+/// One log line per ARN (or rejected item) outcome: arn, status, errorCode, attempts,
+/// latencyMs.
 fn log_outcomes(records: &[ResultRecord]) {
     for r in records {
         // A rejected input can be a whole 256 KiB SQS body: the log gets a preview (the DLQ
@@ -247,5 +276,29 @@ fn shorten(s: &str, max: usize) -> String {
         s.to_string()
     } else {
         format!("{}…", s.chars().take(max).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadline_in_epoch_ms_is_measured_from_now() {
+        // GIVEN Lambda's wall-clock deadline 90 s after "now"
+        let now = 1_790_000_000_000;
+        // THEN 90 s remain; a deadline already passed leaves nothing
+        assert_eq!(remaining_until(now + 90_000, now), Duration::from_secs(90));
+        assert_eq!(remaining_until(now - 5, now), Duration::ZERO);
+    }
+
+    #[test]
+    fn deadline_too_small_for_a_wall_clock_is_a_duration() {
+        // GIVEN cargo-lambda's relative "600000" (10 minutes) WHEN read at any time
+        // THEN it means 10 minutes from now, not a date in 1970
+        assert_eq!(
+            remaining_until(600_000, 1_790_000_000_000),
+            Duration::from_secs(600)
+        );
     }
 }

@@ -8,8 +8,10 @@
 
 pub mod arn;
 pub mod aws;
+pub mod batch;
 pub mod config;
 pub mod deadletter;
+pub mod delete;
 pub mod engine;
 pub mod error;
 pub mod event;
@@ -19,3 +21,5 @@ pub mod metrics;
 pub mod outcome;
 pub mod output_resources;
 pub mod ports;
+pub mod report;
+pub mod retry;

@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use crate::engine::Execution;
 use crate::outcome::Status;
-use crate::output_resources::ResourceStatus;
+use crate::output_resources::entry::ResourceStatus;
 
 /// The CloudWatch namespace.
 pub const NAMESPACE: &str = "ImagebuilderReaper";
@@ -180,7 +180,7 @@ mod tests {
 
     #[test]
     fn output_resource_counts_appear_only_when_output_resources_were_looked_at() {
-        use crate::output_resources::{ResourceEntry, ResourceKind};
+        use crate::output_resources::entry::{ResourceEntry, ResourceKind};
         // GIVEN no output resources THEN no such metric
         assert!(emf_record(&exec(1), None, 0)
             .get("OutputResourcesDeleted")

@@ -17,12 +17,13 @@ use imagebuilder_reaper::arn::{self, ImageArn};
 use imagebuilder_reaper::aws::imagebuilder::ImageBuilder;
 use imagebuilder_reaper::aws::sqs::SqsDeadLetters;
 use imagebuilder_reaper::aws::{load_sdk_config, SdkOverrides};
-use imagebuilder_reaper::config::{Backoff, Config};
+use imagebuilder_reaper::config::Config;
 use imagebuilder_reaper::engine::Invocation;
 use imagebuilder_reaper::error::ReaperError;
 use imagebuilder_reaper::handler::Handler;
 use imagebuilder_reaper::outcome::Status;
 use imagebuilder_reaper::ports::{DeadLetterMessage, DeadLetterSink, ErrorClass, Images};
+use imagebuilder_reaper::retry::Backoff;
 use serde_json::{json, Value};
 
 const ACCOUNT: &str = "123456789012";

@@ -156,6 +156,7 @@ fn seed_image(w: &World, image: &str, amis: &[(&str, &str)], uris: &[(&str, &str
     w.emu.seed([SeedImage {
         arn: image.to_string(),
         state: None,
+        date_created: None,
         tags: BTreeMap::new(),
         output_resources: Some(json!({
             "amis": amis.iter().map(|(region, id)| json!({

@@ -13,7 +13,8 @@ use imagebuilder_reaper::config::Config;
 use imagebuilder_reaper::engine::Invocation;
 use imagebuilder_reaper::error::{ReaperError, ERROR_TYPES};
 use imagebuilder_reaper::handler::{Handled, Handler};
-use imagebuilder_reaper::outcome::{Report, Status};
+use imagebuilder_reaper::outcome::Status;
+use imagebuilder_reaper::report::Report;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 

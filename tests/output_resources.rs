@@ -15,14 +15,14 @@ use imagebuilder_reaper::config::Config;
 use imagebuilder_reaper::engine::Invocation;
 use imagebuilder_reaper::error::ReaperError;
 use imagebuilder_reaper::handler::{Handled, Handler};
-use imagebuilder_reaper::outcome::{Report, ResultRecord, Status, Subject};
-use imagebuilder_reaper::output_resources::uri::ImageReference;
-use imagebuilder_reaper::output_resources::{
-    Mode, OutputAmi, OutputContainer, OutputResources, ResourceKind, ResourceStatus,
-};
+use imagebuilder_reaper::outcome::{ResultRecord, Status, Subject};
+use imagebuilder_reaper::output_resources::entry::{ResourceKind, ResourceStatus};
+use imagebuilder_reaper::output_resources::mode::Mode;
 use imagebuilder_reaper::ports::{
-    AmiDescription, Amis, CallError, ContainerImages, Deleted, ImageInfo, Images, Removal,
+    AmiDescription, Amis, CallError, ContainerImages, Deleted, ImageInfo, ImageReference, Images,
+    OutputAmi, OutputContainer, OutputResources, Removal,
 };
+use imagebuilder_reaper::report::Report;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 

@@ -16,7 +16,7 @@ use imagebuilder_reaper::arn::ImageArn;
 use imagebuilder_reaper::error::ReaperError;
 use imagebuilder_reaper::handler::Handled;
 use imagebuilder_reaper::outcome::Subject;
-use imagebuilder_reaper::output_resources::OutputResources;
+use imagebuilder_reaper::ports::OutputResources;
 use imagebuilder_reaper::ports::{
     CallError, DeadLetterMessage, DeadLetterSink, Deleted, ErrorClass, ImageInfo, Images,
 };
