@@ -449,10 +449,8 @@ impl Limiter {
                 }
                 Err(None) => wake.notified().await,
                 Err(Some(at)) => {
-                    tokio::select! {
-                        _ = wake.notified() => {}
-                        _ = tokio::time::sleep_until(at) => {}
-                    }
+                    // Woken early or timed out: either way, look again.
+                    let _ = tokio::time::timeout_at(at, wake.notified()).await;
                 }
             }
         }
