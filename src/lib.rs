@@ -17,6 +17,7 @@ pub mod engine;
 pub mod error;
 pub mod event;
 pub mod handler;
+pub mod limiter;
 pub mod metrics;
 pub mod outcome;
 pub mod output_resources;
