@@ -26,7 +26,7 @@ use crate::outcome::{
 use crate::output_resources::mode::Mode;
 use crate::output_resources::run::Cleaners;
 use crate::ports::{Amis, ContainerImages, DeadLetterSink, Images};
-use crate::retry::{Deadlines, RetryPolicy};
+use crate::retry::{Deadlines, RetryPolicy, DEAD_LETTER_CALLS_IN_FLIGHT};
 
 /// Error code of an item not processed because an earlier record of its FIFO group is
 /// being retried.
@@ -96,7 +96,8 @@ impl<'a, I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Engine<'a, I
         let base_dry_run = self.config.dry_run || decoded.options.dry_run;
         let guards = self.config.guards(&inv.invoked_function_arn);
         let batch = batch::build(decoded, &guards, base_dry_run, output_mode, &inv.request_id);
-        let deadlines = Deadlines::new(inv.deadline, self.config.deadline_margin);
+        let backlog = batch.tasks.len() + batch.rejected.len();
+        let deadlines = Deadlines::new(inv.deadline, self.config.deadline_margin, backlog);
         let rules = Rules {
             protect_tag_key: self.config.protect_tag_key.as_deref(),
             output_mode,
@@ -176,7 +177,7 @@ impl<'a, I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Engine<'a, I
         let sent = match self.dead_letters {
             Some(sink) if !messages.is_empty() => {
                 let window = deadlines.dead_letters();
-                let limit = self.config.max_concurrency;
+                let limit = DEAD_LETTER_CALLS_IN_FLIGHT;
                 deadletter::send_all(sink, &messages, &self.policy(), window, limit).await
             }
             _ => Vec::new(),

@@ -47,10 +47,27 @@ pub struct Window {
     pub finish_by: Instant,
 }
 
-/// The three instants derived from the Lambda deadline and `DEADLINE_MARGIN_MS`.
+/// SendMessageBatch calls in flight when dead-lettering: SQS takes far more than the image
+/// APIs, and a deadline backlog must drain fast.
+pub const DEAD_LETTER_CALLS_IN_FLIGHT: usize = 32;
+/// A generous SendMessageBatch round trip, for reserving time for the dead letters.
+pub const DEAD_LETTER_ROUND_TRIP: Duration = Duration::from_millis(100);
+/// Entries per SendMessageBatch.
+const DEAD_LETTERS_PER_CALL: usize = 10;
+
+/// The time `backlog` items may need to be dead-lettered, should none of them be decided:
+/// rounds of [`DEAD_LETTER_CALLS_IN_FLIGHT`] batches of ten, one generous round trip each.
+pub fn dead_letter_reserve(backlog: usize) -> Duration {
+    let per_round = DEAD_LETTER_CALLS_IN_FLIGHT * DEAD_LETTERS_PER_CALL;
+    DEAD_LETTER_ROUND_TRIP * backlog.div_ceil(per_round) as u32
+}
+
+/// The three instants derived from the Lambda deadline, `DEADLINE_MARGIN_MS` and the
+/// backlog that may have to be dead-lettered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadlines {
-    /// `deadline − margin`: no image call or retry starts after this.
+    /// `deadline − margin − reserve(backlog)`: no image call or retry starts after this, so
+    /// whatever is still undecided can be dead-lettered in time, however many items it is.
     pub start_by: Instant,
     /// `deadline − margin/2`: image calls still in flight are abandoned (retryable).
     pub calls_by: Instant,
@@ -60,10 +77,10 @@ pub struct Deadlines {
 }
 
 impl Deadlines {
-    pub fn new(deadline: Instant, margin: Duration) -> Self {
+    pub fn new(deadline: Instant, margin: Duration, backlog: usize) -> Self {
         let before = |d: Duration| deadline.checked_sub(d).unwrap_or(deadline);
         Deadlines {
-            start_by: before(margin),
+            start_by: before(margin + dead_letter_reserve(backlog)),
             calls_by: before(margin / 2),
             dead_letters_by: before(margin / 4),
         }
@@ -200,12 +217,23 @@ mod tests {
     fn deadlines_split_the_margin() {
         // GIVEN a deadline 10 s away and a 4 s margin
         let now = Instant::now();
-        let d = Deadlines::new(now + Duration::from_secs(10), Duration::from_secs(4));
-        // THEN calls start until 6 s, are abandoned at 8 s, dead letters stop at 9 s
-        assert_eq!(d.start_by, now + Duration::from_secs(6));
+        let d = Deadlines::new(now + Duration::from_secs(10), Duration::from_secs(4), 1);
+        // THEN calls start until 6 s less one dead-letter round trip, are abandoned at 8 s,
+        // dead letters stop at 9 s
+        assert_eq!(d.start_by, now + Duration::from_millis(5_900));
         assert_eq!(d.calls_by, now + Duration::from_secs(8));
         assert_eq!(d.dead_letters_by, now + Duration::from_secs(9));
         assert_eq!(d.dead_letters().start_by, d.dead_letters().finish_by);
+    }
+
+    #[test]
+    fn the_reserve_grows_with_the_backlog() {
+        // GIVEN backlogs of 0, one round (320 items) and 5,000 items
+        // THEN nothing, one round trip, and 16 round trips are reserved
+        assert_eq!(dead_letter_reserve(0), Duration::ZERO);
+        assert_eq!(dead_letter_reserve(320), DEAD_LETTER_ROUND_TRIP);
+        assert_eq!(dead_letter_reserve(321), DEAD_LETTER_ROUND_TRIP * 2);
+        assert_eq!(dead_letter_reserve(5_000), DEAD_LETTER_ROUND_TRIP * 16);
     }
 
     fn window(ms: u64) -> Window {

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use crate::support::constants::{ACCOUNT, REQUEST_ID};
 use crate::support::fakes::DlqMode;
 use crate::support::fixtures::{arn, sqs_event};
-use crate::support::harness::{Harness, Outcome};
+use crate::support::harness::{from_source, Harness, Outcome};
 use crate::support::{process, runtime_api};
 
 /// A harness with a working DLQ.
@@ -334,4 +334,35 @@ async fn payloads_a_json_parser_refuses_fail_the_invocation_with_invalid_event()
     // AND the function is still serving: a plain invalid event is InvalidEvent too
     let inv = api.invoke(&json!(42), Duration::from_secs(30)).await;
     assert_eq!(inv.error().error_type.as_deref(), Some("InvalidEvent"));
+}
+
+// ---------------------------------------------------------------------------------------
+// The deadline has room for the backlog
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn a_large_backlog_at_the_deadline_is_dead_lettered_in_time() {
+    // GIVEN 5,000 ARNs whose DeleteImage takes 1 s, a DLQ answering in 50 ms, 10 s to live
+    // (3 s margin, 8 calls in flight: most ARNs cannot be attempted)
+    let w = world(Config::default());
+    w.dlq
+        .as_ref()
+        .expect("a DLQ")
+        .latency(Duration::from_millis(50));
+    let arns: Vec<String> = (0..5_000).map(|i| arn("bulk", i)).collect();
+    for a in &arns {
+        w.images.latency(a, Duration::from_secs(1));
+    }
+    // WHEN invoked directly
+    let event = json!({ "imageBuildVersionArns": arns });
+    let h = w.run_until(&event, Duration::from_secs(10)).await;
+    // THEN the invocation succeeds: every ARN is deleted or dead-lettered in time
+    let summary = &h.report().summary;
+    assert_eq!(
+        summary.deleted + summary.dead_lettered,
+        5_000,
+        "{summary:?}"
+    );
+    assert!(summary.deleted > 0);
+    w.assert_accounted(&from_source(REQUEST_ID, &arns), &h);
 }

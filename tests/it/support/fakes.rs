@@ -261,6 +261,7 @@ pub struct Received {
 
 struct DlqInner {
     mode: Mutex<DlqMode>,
+    latency: Mutex<Duration>,
     received: Mutex<Vec<Received>>,
     offered: Mutex<Vec<Value>>,
     batch_sizes: Mutex<Vec<usize>>,
@@ -274,6 +275,7 @@ impl FakeDlq {
     pub fn new(mode: DlqMode) -> Self {
         FakeDlq(Arc::new(DlqInner {
             mode: Mutex::new(mode),
+            latency: Mutex::new(Duration::ZERO),
             received: Mutex::new(Vec::new()),
             offered: Mutex::new(Vec::new()),
             batch_sizes: Mutex::new(Vec::new()),
@@ -287,6 +289,11 @@ impl FakeDlq {
     pub fn offered(&self) -> Vec<Value> {
         self.0.offered.lock().unwrap().clone()
     }
+    /// Every SendMessageBatch call takes `d` (tokio time) before it answers.
+    pub fn latency(&self, d: Duration) -> &Self {
+        *self.0.latency.lock().unwrap() = d;
+        self
+    }
     pub fn batch_sizes(&self) -> Vec<usize> {
         self.0.batch_sizes.lock().unwrap().clone()
     }
@@ -298,6 +305,8 @@ impl DeadLetterSink for FakeDlq {
         entries: &[DeadLetterMessage],
     ) -> Result<Vec<Result<(), CallError>>, CallError> {
         self.0.batch_sizes.lock().unwrap().push(entries.len());
+        let latency = *self.0.latency.lock().unwrap();
+        tokio::time::sleep(latency).await;
         assert!(
             entries.len() <= 10,
             "SendMessageBatch takes at most 10 entries"
