@@ -21,22 +21,25 @@ mod world;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_ecr::config::{BehaviorVersion, Credentials, Region};
 use ib_emulator::SeedImage;
+use imagebuilder_reaper::aws::ec2::{query, Ec2, Params};
+use imagebuilder_reaper::aws::{load_sdk_config, SdkOverrides};
 use serde_json::{json, Value};
 
 use moto::Moto;
 use world::{arn, Setup, World, ACCOUNT};
 
-fn ec2(region: &str) -> aws_sdk_ec2::Client {
-    let conf = aws_sdk_ec2::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(region.to_string()))
-        .credentials_provider(Credentials::new("test", "test", None, None, "e2e"))
-        .endpoint_url(Moto::shared().url())
-        .http_client(aws_smithy_http_client::Builder::new().build_http())
-        .build();
-    aws_sdk_ec2::Client::from_conf(conf)
+/// The crate's own EC2 client pointed at moto: seeding and checking go through the same
+/// Query client the function uses (RegisterImage and CreateTags as raw calls).
+async fn ec2(region: &str) -> Ec2 {
+    let sdk = load_sdk_config(SdkOverrides {
+        endpoint_url: Some(Moto::shared().url()),
+        credentials: Some(Credentials::new("test", "test", None, None, "e2e")),
+        region: Some(region.to_string()),
+    })
+    .await;
+    Ec2::new(&sdk)
 }
 
 fn ecr(region: &str) -> aws_sdk_ecr::Client {
@@ -52,54 +55,45 @@ fn ecr(region: &str) -> aws_sdk_ecr::Client {
 
 /// Registers an AMI in moto; returns its id and its snapshots.
 async fn seed_ami(region: &str, tags: &[(&str, &str)]) -> (String, Vec<String>) {
-    let c = ec2(region);
-    let id = c
-        .register_image()
-        .name(moto::unique("e2e-ami"))
-        .send()
-        .await
-        .expect("RegisterImage")
-        .image_id
+    let c = ec2(region).await;
+    let register = Params::new("RegisterImage").set("Name", moto::unique("e2e-ami"));
+    let reply = c.call(region, &register).await.expect("RegisterImage");
+    let id = query::text(reply.document().expect("XML").root_element(), "imageId")
         .expect("an AMI id");
     for (k, v) in tags {
-        c.create_tags()
-            .resources(&id)
-            .tags(aws_sdk_ec2::types::Tag::builder().key(*k).value(*v).build())
-            .send()
-            .await
-            .expect("CreateTags");
+        let create = Params::new("CreateTags")
+            .list("ResourceId", [id.as_str()])
+            .set("Tag.1.Key", *k)
+            .set("Tag.1.Value", *v);
+        c.call(region, &create).await.expect("CreateTags");
     }
     (id.clone(), snapshots_of(region, &id).await)
 }
 
 async fn snapshots_of(region: &str, ami: &str) -> Vec<String> {
-    let out = ec2(region)
-        .describe_images()
-        .image_ids(ami)
-        .send()
+    let images = ec2(region)
+        .await
+        .describe_images(region, &[ami])
         .await
         .expect("DescribeImages");
-    out.images()[0]
-        .block_device_mappings()
-        .iter()
-        .filter_map(|m| m.ebs()?.snapshot_id().map(str::to_string))
-        .collect()
+    images[0].snapshot_ids.clone()
 }
 
 async fn ami_registered(region: &str, ami: &str) -> bool {
-    match ec2(region).describe_images().image_ids(ami).send().await {
-        Ok(out) => !out.images().is_empty(),
+    match ec2(region).await.describe_images(region, &[ami]).await {
+        Ok(images) => !images.is_empty(),
         Err(_) => false, // InvalidAMIID.NotFound
     }
 }
 
 async fn snapshot_exists(region: &str, snap: &str) -> bool {
-    ec2(region)
-        .describe_snapshots()
-        .snapshot_ids(snap)
-        .send()
-        .await
-        .is_ok_and(|o| !o.snapshots().is_empty())
+    let describe = Params::new("DescribeSnapshots").list("SnapshotId", [snap]);
+    match ec2(region).await.call(region, &describe).await {
+        Ok(reply) => reply
+            .document()
+            .is_ok_and(|d| query::items(d.root_element(), "snapshotSet").count() > 0),
+        Err(_) => false, // InvalidSnapshot.NotFound
+    }
 }
 
 /// Creates a repository with one tagged image; returns its URI as Image Builder reports it.
@@ -278,9 +272,8 @@ async fn a_retry_after_the_ami_was_deregistered_finds_and_deletes_its_leftover_s
     // GIVEN an earlier attempt deregistered the AMI but its snapshot is still there
     let (ami, snaps) = seed_ami("us-east-1", &[]).await;
     ec2("us-east-1")
-        .deregister_image()
-        .image_id(&ami)
-        .send()
+        .await
+        .deregister_image("us-east-1", &ami)
         .await
         .expect("DeregisterImage");
     assert!(snapshot_exists("us-east-1", &snaps[0]).await);

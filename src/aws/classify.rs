@@ -301,3 +301,126 @@ pub fn ec2_refusal(err: CallError) -> Result<Removal, CallError> {
         Err(err)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(status: u16, code: &str) -> CallError {
+        classify_query(
+            QueryFailure::Service {
+                status,
+                code: Some(code.into()),
+                message: Some("m".into()),
+            },
+            Some("r".into()),
+        )
+    }
+
+    #[test]
+    fn ec2_gone_codes_are_not_found() {
+        for code in EC2_GONE.iter().chain(&["ResourceNotFoundException"]) {
+            assert_eq!(service(400, code).class, ErrorClass::NotFound, "{code}");
+        }
+    }
+
+    #[test]
+    fn throttling_codes_429_and_5xx_are_retryable() {
+        for code in ["RequestLimitExceeded", "Throttling", "InternalError", "Unavailable"] {
+            let status = if code == "Unavailable" { 503 } else { 400 };
+            assert_eq!(service(status, code).class, ErrorClass::Retryable, "{code}");
+        }
+        assert_eq!(service(429, "SomethingNew").class, ErrorClass::Retryable);
+    }
+
+    #[test]
+    fn credential_and_permission_codes_and_other_4xx_are_permanent() {
+        for code in [
+            "AuthFailure",
+            "ExpiredToken",
+            "RequestExpired",
+            "UnauthorizedOperation",
+            "InvalidParameterValue",
+            EC2_SNAPSHOT_IN_USE,
+        ] {
+            let e = service(400, code);
+            assert_eq!((e.class, e.code.as_str()), (ErrorClass::Permanent, code));
+            assert_eq!(e.request_id.as_deref(), Some("r"));
+        }
+    }
+
+    #[test]
+    fn a_reply_without_a_code_is_named_and_classed_by_its_status() {
+        let bare = |status| {
+            classify_query(
+                QueryFailure::Service {
+                    status,
+                    code: None,
+                    message: None,
+                },
+                None,
+            )
+        };
+        let e = bare(404);
+        assert_eq!((e.class, e.code.as_str(), e.message.as_str()), (ErrorClass::Permanent, "HttpStatus404", "HTTP 404"));
+        assert_eq!(bare(502).class, ErrorClass::Retryable);
+    }
+
+    #[test]
+    fn transport_failures_keep_the_sdk_paths_names_and_classes() {
+        let cases = [
+            (QueryFailure::Timeout("t".into()), ErrorClass::Retryable, "Timeout"),
+            (
+                QueryFailure::Dispatch { user: false, detail: "refused".into() },
+                ErrorClass::Retryable,
+                "DispatchFailure",
+            ),
+            (
+                QueryFailure::Dispatch { user: true, detail: "bad URL".into() },
+                ErrorClass::Permanent,
+                "DispatchFailure",
+            ),
+            (QueryFailure::Credentials("none".into()), ErrorClass::Retryable, "DispatchFailure"),
+            (QueryFailure::Construction("x".into()), ErrorClass::Permanent, "ConstructionFailure"),
+            (
+                QueryFailure::Unreadable { status: 200, detail: "x".into() },
+                ErrorClass::Permanent,
+                "ResponseError",
+            ),
+            (
+                QueryFailure::Unreadable { status: 503, detail: "x".into() },
+                ErrorClass::Retryable,
+                "ResponseError",
+            ),
+        ];
+        for (failure, class, code) in cases {
+            let e = classify_query(failure.clone(), None);
+            assert_eq!((e.class, e.code.as_str()), (class, code), "{failure:?}");
+        }
+    }
+
+    #[test]
+    fn only_a_snapshot_in_use_refusal_becomes_a_removal() {
+        let in_use = service(400, EC2_SNAPSHOT_IN_USE);
+        assert_eq!(
+            ec2_refusal(in_use),
+            Ok(Removal::InUse("InvalidSnapshot.InUse: m".into()))
+        );
+        let bare = classify_query(
+            QueryFailure::Service {
+                status: 400,
+                code: Some(EC2_SNAPSHOT_IN_USE.into()),
+                message: None,
+            },
+            None,
+        );
+        assert_eq!(
+            ec2_refusal(bare),
+            Ok(Removal::InUse(
+                "InvalidSnapshot.InUse: the snapshot is used by another AMI".into()
+            ))
+        );
+        let other = service(400, "InvalidSnapshot.NotFound");
+        assert_eq!(ec2_refusal(other.clone()), Err(other));
+    }
+}

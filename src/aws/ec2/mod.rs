@@ -15,6 +15,8 @@
 
 mod amis;
 pub mod endpoint;
+#[cfg(test)]
+mod fake;
 pub mod ops;
 pub mod query;
 pub mod transport;

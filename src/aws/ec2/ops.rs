@@ -246,3 +246,275 @@ fn parse_image_attribute(root: Node<'_, '_>, attribute: ImageAttribute) -> Optio
     let element = super::query::child(root, attribute.name())?;
     text(element, "value").filter(|v| !v.is_empty())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fake::{self, error, ok};
+    use super::super::query::parse;
+    use super::*;
+    use crate::ports::ErrorClass;
+
+    /// The DescribeImages example of the EC2 API reference, with an ephemeral mapping, tags,
+    /// `lastLaunchedTime` and `deregistrationProtection` added.
+    const DESCRIBE_IMAGES: &str = r#"<DescribeImagesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">
+   <requestId>59dbff89-35bd-4eac-99ed-be587EXAMPLE</requestId>
+   <imagesSet>
+      <item>
+         <imageId>ami-1a2b3c4d</imageId>
+         <imageLocation>123456789012/getting-started</imageLocation>
+         <imageState>available</imageState>
+         <imageOwnerId>123456789012</imageOwnerId>
+         <isPublic>false</isPublic>
+         <name>getting-started</name>
+         <rootDeviceType>ebs</rootDeviceType>
+         <rootDeviceName>/dev/sda1</rootDeviceName>
+         <blockDeviceMapping>
+            <item>
+               <deviceName>/dev/sda1</deviceName>
+               <ebs>
+                  <snapshotId>snap-1a2b3c4d</snapshotId>
+                  <volumeSize>15</volumeSize>
+                  <deleteOnTermination>false</deleteOnTermination>
+                  <volumeType>standard</volumeType>
+               </ebs>
+            </item>
+            <item><deviceName>xvdca</deviceName><virtualName>ephemeral0</virtualName></item>
+            <item><deviceName>/dev/sdb</deviceName><ebs><snapshotId>snap-2b3c4d5e</snapshotId></ebs></item>
+         </blockDeviceMapping>
+         <tagSet>
+            <item><key>Name</key><value>web &amp; api</value></item>
+            <item><key>keep</key><value/></item>
+         </tagSet>
+         <lastLaunchedTime>2024-02-10T15:05:26Z</lastLaunchedTime>
+         <deregistrationProtection>disabled</deregistrationProtection>
+      </item>
+      <item>
+         <imageId>ami-0000dead</imageId>
+         <imageState>deregistered</imageState>
+      </item>
+   </imagesSet>
+</DescribeImagesResponse>"#;
+
+    fn images_of(body: &str) -> Vec<Image> {
+        let doc = parse(body).unwrap();
+        items(doc.root_element(), "imagesSet")
+            .map(parse_image)
+            .collect()
+    }
+
+    #[test]
+    fn describe_images_reads_owner_state_snapshots_tags_and_the_in_use_fields() {
+        let images = images_of(DESCRIBE_IMAGES);
+        assert_eq!(
+            images[0],
+            Image {
+                image_id: "ami-1a2b3c4d".into(),
+                owner_id: Some("123456789012".into()),
+                state: Some("available".into()),
+                snapshot_ids: vec!["snap-1a2b3c4d".into(), "snap-2b3c4d5e".into()],
+                tags: vec![
+                    ("Name".into(), "web & api".into()),
+                    ("keep".into(), String::new())
+                ],
+                last_launched_time: Some("2024-02-10T15:05:26Z".into()),
+                deregistration_protection: Some("disabled".into()),
+            }
+        );
+        assert_eq!(images[1].state.as_deref(), Some("deregistered"));
+        assert!(images[1].snapshot_ids.is_empty() && images[1].owner_id.is_none());
+    }
+
+    #[test]
+    fn a_reply_without_images_reads_as_none() {
+        assert!(images_of("<DescribeImagesResponse><imagesSet/></DescribeImagesResponse>").is_empty());
+        assert!(images_of("<DescribeImagesResponse/>").is_empty());
+    }
+
+    /// moto's RegisterImage AMI as its DescribeImages renders it (no namespace prefix games,
+    /// an auto-created snapshot).
+    #[test]
+    fn describe_images_reads_motos_reply() {
+        let body = r#"<DescribeImagesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">
+  <requestId>4a0a6d6a-example</requestId>
+  <imagesSet>
+    <item>
+      <imageId>ami-4f1d1a5e6b8c2c1f9</imageId>
+      <imageLocation>amazon/getting-started</imageLocation>
+      <imageState>available</imageState>
+      <imageOwnerId>123456789012</imageOwnerId>
+      <isPublic>false</isPublic>
+      <blockDeviceMapping>
+        <item>
+          <deviceName>/dev/sda1</deviceName>
+          <ebs>
+            <snapshotId>snap-0b3a0e0e9b1f7d1c2</snapshotId>
+            <volumeSize>15</volumeSize>
+            <deleteOnTermination>false</deleteOnTermination>
+            <volumeType>standard</volumeType>
+          </ebs>
+        </item>
+      </blockDeviceMapping>
+      <tagSet></tagSet>
+    </item>
+  </imagesSet>
+</DescribeImagesResponse>"#;
+        let images = images_of(body);
+        assert_eq!(images[0].snapshot_ids, ["snap-0b3a0e0e9b1f7d1c2"]);
+        assert!(images[0].tags.is_empty() && images[0].last_launched_time.is_none());
+    }
+
+    #[tokio::test]
+    async fn describe_images_asks_for_deprecated_and_disabled_amis_too() {
+        let (ec2, fake) = fake::ec2([ok(DESCRIBE_IMAGES)]);
+        let images = ec2.describe_images("us-east-1", &["ami-1a2b3c4d"]).await.unwrap();
+        assert_eq!(images.len(), 2);
+        assert_eq!(
+            fake.sent()[0].body,
+            "Action=DescribeImages&Version=2016-11-15&ImageId.1=ami-1a2b3c4d\
+             &IncludeDeprecated=true&IncludeDisabled=true"
+        );
+    }
+
+    #[tokio::test]
+    async fn own_snapshots_are_searched_by_description_over_every_page() {
+        let (ec2, fake) = fake::ec2([
+            ok("<DescribeSnapshotsResponse><snapshotSet><item><snapshotId>snap-1</snapshotId>\
+                <description>Created by CreateImage(i-1) for ami-1</description></item></snapshotSet>\
+                <nextToken>abc=</nextToken></DescribeSnapshotsResponse>"),
+            ok("<DescribeSnapshotsResponse><snapshotSet><item><snapshotId>snap-2</snapshotId></item>\
+                </snapshotSet></DescribeSnapshotsResponse>"),
+        ]);
+        let descriptions = ["Created by CreateImage(*) for ami-1".to_string(), "x y".into()];
+        let ids = ec2.own_snapshots_described("us-east-1", &descriptions).await.unwrap();
+        assert_eq!(ids, ["snap-1", "snap-2"]);
+        let sent = fake.sent();
+        assert_eq!(
+            sent[0].body,
+            "Action=DescribeSnapshots&Version=2016-11-15&Owner.1=self&Filter.1.Name=description\
+             &Filter.1.Value.1=Created%20by%20CreateImage%28%2A%29%20for%20ami-1&Filter.1.Value.2=x%20y"
+        );
+        assert!(sent[1].body.ends_with("&NextToken=abc%3D"), "{}", sent[1].body);
+    }
+
+    #[tokio::test]
+    async fn deregister_and_delete_send_one_id_and_pass_errors_on_classified() {
+        let (ec2, fake) = fake::ec2([
+            ok("<DeregisterImageResponse><return>true</return></DeregisterImageResponse>"),
+            error(400, "InvalidSnapshot.NotFound", "The snapshot 'snap-1' does not exist."),
+        ]);
+        ec2.deregister_image("us-east-1", "ami-1").await.unwrap();
+        let e = ec2.delete_snapshot("us-east-1", "snap-1").await.unwrap_err();
+        assert_eq!(e.class, ErrorClass::NotFound);
+        let bodies: Vec<_> = fake.sent().into_iter().map(|s| s.body).collect();
+        assert_eq!(
+            bodies,
+            [
+                "Action=DeregisterImage&Version=2016-11-15&ImageId=ami-1",
+                "Action=DeleteSnapshot&Version=2016-11-15&SnapshotId=snap-1"
+            ]
+        );
+    }
+
+    #[test]
+    fn image_references_params_use_ec2_query_names() {
+        let types = [
+            ResourceTypeRequest {
+                resource_type: "ec2:Instance".into(),
+                options: vec![ResourceTypeOption {
+                    name: "state-name".into(),
+                    values: vec!["running".into(), "stopped".into()],
+                }],
+            },
+            ResourceTypeRequest {
+                resource_type: "ssm:Parameter".into(),
+                options: vec![],
+            },
+        ];
+        let p = image_references_params(&["ami-1", "ami-2"], false, &types);
+        assert_eq!(
+            p.encode(),
+            "Action=DescribeImageReferences&Version=2016-11-15&ImageId.1=ami-1&ImageId.2=ami-2\
+             &ResourceType.1.ResourceType=ec2%3AInstance\
+             &ResourceType.1.ResourceTypeOption.1.OptionName=state-name\
+             &ResourceType.1.ResourceTypeOption.1.OptionValue.1=running\
+             &ResourceType.1.ResourceTypeOption.1.OptionValue.2=stopped\
+             &ResourceType.2.ResourceType=ssm%3AParameter"
+        );
+        let all = image_references_params(&["ami-1"], true, &[]);
+        assert!(all.encode().ends_with("&ImageId.1=ami-1&IncludeAllResourceTypes=true"));
+    }
+
+    #[tokio::test]
+    async fn image_references_are_read_over_every_page() {
+        let (ec2, fake) = fake::ec2([
+            ok(r#"<DescribeImageReferencesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">
+    <requestId>1a2b3c4d-example</requestId>
+    <imageReferenceSet>
+        <item>
+            <arn>arn:aws:ec2:us-east-1:123456789012:instance/i-1234567890abcdef0</arn>
+            <imageId>ami-0abcdef1234567890</imageId>
+            <resourceType>ec2:Instance</resourceType>
+        </item>
+    </imageReferenceSet>
+    <nextToken>page-2</nextToken>
+</DescribeImageReferencesResponse>"#),
+            ok("<DescribeImageReferencesResponse><imageReferenceSet><item>\
+                <arn>arn:aws:ec2:us-east-1:123456789012:launch-template/lt-1</arn>\
+                <imageId>ami-0abcdef1234567890</imageId><resourceType>ec2:LaunchTemplate</resourceType>\
+                </item></imageReferenceSet></DescribeImageReferencesResponse>"),
+        ]);
+        let refs = ec2
+            .describe_image_references("us-east-1", &["ami-0abcdef1234567890"], true, &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            refs,
+            [
+                ImageReference {
+                    image_id: "ami-0abcdef1234567890".into(),
+                    resource_type: "ec2:Instance".into(),
+                    arn: "arn:aws:ec2:us-east-1:123456789012:instance/i-1234567890abcdef0".into(),
+                },
+                ImageReference {
+                    image_id: "ami-0abcdef1234567890".into(),
+                    resource_type: "ec2:LaunchTemplate".into(),
+                    arn: "arn:aws:ec2:us-east-1:123456789012:launch-template/lt-1".into(),
+                },
+            ]
+        );
+        assert!(fake.sent()[1].body.ends_with("&NextToken=page-2"));
+    }
+
+    #[tokio::test]
+    async fn image_attributes_are_read_from_their_value_element() {
+        let (ec2, fake) = fake::ec2([
+            ok(r#"<DescribeImageAttributeResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">
+  <requestId>59dbff89-35bd-4eac-99ed-be587EXAMPLE</requestId>
+  <imageId>ami-1234567890EXAMPLE</imageId>
+  <lastLaunchedTime><value>2022-02-10T15:05:26Z</value></lastLaunchedTime>
+</DescribeImageAttributeResponse>"#),
+            ok("<DescribeImageAttributeResponse><imageId>ami-1</imageId>\
+                <deregistrationProtection><value>enabled-with-cooldown</value></deregistrationProtection>\
+                </DescribeImageAttributeResponse>"),
+            ok("<DescribeImageAttributeResponse><imageId>ami-1</imageId><lastLaunchedTime/>\
+                </DescribeImageAttributeResponse>"),
+            ok("<DescribeImageAttributeResponse><imageId>ami-1</imageId>"),
+        ]);
+        let last = ImageAttribute::LastLaunchedTime;
+        let protection = ImageAttribute::DeregistrationProtection;
+        let get = |a| ec2.describe_image_attribute("us-east-1", "ami-1", a);
+        assert_eq!(get(last).await.unwrap().as_deref(), Some("2022-02-10T15:05:26Z"));
+        assert_eq!(
+            get(protection).await.unwrap().as_deref(),
+            Some("enabled-with-cooldown")
+        );
+        assert_eq!(get(last).await.unwrap(), None);
+        let e = get(last).await.unwrap_err();
+        assert_eq!((e.class, e.code.as_str()), (ErrorClass::Permanent, "ResponseError"));
+        assert_eq!(
+            fake.sent()[1].body,
+            "Action=DescribeImageAttribute&Version=2016-11-15&Attribute=deregistrationProtection\
+             &ImageId=ami-1"
+        );
+    }
+}

@@ -339,3 +339,174 @@ fn https_connector(sdk: &SdkConfig) -> SharedHttpConnector {
         .build();
     SharedHttpConnector::new(connector)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fake::{self, error, ok, Answer, FakeConnector};
+    use super::*;
+    use crate::ports::ErrorClass;
+
+    fn transport(answers: impl IntoIterator<Item = Answer>) -> (Transport, FakeConnector) {
+        let fake = FakeConnector::new(answers);
+        let t = Transport::with_connector(
+            &fake::sdk(Some("http://127.0.0.1:5000")),
+            SharedHttpConnector::new(fake.clone()),
+        );
+        (t, fake)
+    }
+
+    #[tokio::test]
+    async fn a_call_is_a_signed_form_post_to_the_endpoint_root() {
+        let (t, fake) = transport([ok("<DeleteSnapshotResponse><return>true</return></DeleteSnapshotResponse>")]);
+        let params = Params::new("DeleteSnapshot").set("SnapshotId", "snap-1");
+        let reply = t.call("eu-west-1", &params).await.unwrap();
+        assert_eq!(reply.request_id.as_deref(), Some("header-request-id"));
+        let sent = &fake.sent()[0];
+        assert_eq!(sent.uri, "http://127.0.0.1:5000/");
+        assert_eq!(
+            sent.body,
+            "Action=DeleteSnapshot&Version=2016-11-15&SnapshotId=snap-1"
+        );
+        assert_eq!(sent.header("content-type"), Some(CONTENT_TYPE));
+        assert_eq!(sent.header("x-amz-security-token"), Some("session-token"));
+        assert!(sent.header("x-amz-date").is_some());
+        let auth = sent.header("authorization").unwrap();
+        assert!(
+            auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
+                && auth.contains("/eu-west-1/ec2/aws4_request")
+                && auth.contains("SignedHeaders=content-type;host;"),
+            "{auth}"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_an_override_the_regional_endpoint_is_used() {
+        let fake = FakeConnector::new([ok("<R/>")]);
+        let t = Transport::with_connector(&fake::sdk(None), SharedHttpConnector::new(fake.clone()));
+        t.call("cn-north-1", &Params::new("DescribeImages")).await.unwrap();
+        assert_eq!(fake.sent()[0].uri, "https://ec2.cn-north-1.amazonaws.com.cn/");
+    }
+
+    #[tokio::test]
+    async fn an_error_reply_is_classified_by_its_code_with_its_request_id() {
+        let (t, _) = transport([
+            error(400, "InvalidAMIID.NotFound", "The image id '[ami-1]' does not exist"),
+            error(503, "RequestLimitExceeded", "Request limit exceeded."),
+            error(403, "UnauthorizedOperation", "You are not authorized"),
+        ]);
+        let p = Params::new("DescribeImages");
+        let e = t.call("us-east-1", &p).await.unwrap_err();
+        assert_eq!(
+            (e.class, e.code.as_str(), e.request_id.as_deref()),
+            (ErrorClass::NotFound, "InvalidAMIID.NotFound", Some("req-InvalidAMIID.NotFound"))
+        );
+        assert_eq!(e.message, "The image id '[ami-1]' does not exist");
+        let e = t.call("us-east-1", &p).await.unwrap_err();
+        assert_eq!((e.class, e.code.as_str()), (ErrorClass::Retryable, "RequestLimitExceeded"));
+        let e = t.call("us-east-1", &p).await.unwrap_err();
+        assert_eq!((e.class, e.code.as_str()), (ErrorClass::Permanent, "UnauthorizedOperation"));
+    }
+
+    #[tokio::test]
+    async fn an_error_reply_without_a_document_is_named_by_its_status() {
+        let (t, _) = transport([
+            Answer::Reply(502, "<html>Bad Gateway</html".into()),
+            Answer::Reply(404, String::new()),
+        ]);
+        let p = Params::new("DescribeImages");
+        let e = t.call("us-east-1", &p).await.unwrap_err();
+        assert_eq!((e.class, e.code.as_str()), (ErrorClass::Retryable, "HttpStatus502"));
+        assert_eq!(e.request_id.as_deref(), Some("header-request-id"));
+        let e = t.call("us-east-1", &p).await.unwrap_err();
+        assert_eq!((e.class, e.code.as_str()), (ErrorClass::Permanent, "HttpStatus404"));
+    }
+
+    #[tokio::test]
+    async fn a_malformed_success_body_is_a_permanent_response_error() {
+        let (t, _) = transport([ok("<DescribeImagesResponse><imagesSet>")]);
+        let reply = t.call("us-east-1", &Params::new("DescribeImages")).await.unwrap();
+        let e = reply.document().unwrap_err();
+        assert_eq!((e.class, e.code.as_str()), (ErrorClass::Permanent, "ResponseError"));
+        assert!(e.message.contains("malformed XML"), "{}", e.message);
+    }
+
+    #[tokio::test]
+    async fn transport_failures_are_classified_like_the_sdk_path() {
+        let (t, _) = transport([Answer::Refused]);
+        let e = t.call("us-east-1", &Params::new("DescribeImages")).await.unwrap_err();
+        assert_eq!((e.class, e.code.as_str()), (ErrorClass::Retryable, "DispatchFailure"));
+
+        let fake = FakeConnector::new([]);
+        let bad = Transport::with_connector(
+            &fake::sdk(Some("localhost:4566")),
+            SharedHttpConnector::new(fake.clone()),
+        );
+        let e = bad.call("us-east-1", &Params::new("DescribeImages")).await.unwrap_err();
+        assert_eq!((e.class, e.code.as_str()), (ErrorClass::Permanent, "DispatchFailure"));
+        assert!(fake.sent().is_empty());
+
+        let no_credentials = SdkConfig::builder().endpoint_url("http://ec2.test").build();
+        let t = Transport::with_connector(&no_credentials, SharedHttpConnector::new(fake));
+        let e = t.call("us-east-1", &Params::new("DescribeImages")).await.unwrap_err();
+        assert_eq!((e.class, e.code.as_str()), (ErrorClass::Retryable, "DispatchFailure"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reply_that_never_comes_is_a_retryable_timeout() {
+        let (t, _) = transport([Answer::Never]);
+        let e = t.call("us-east-1", &Params::new("DeregisterImage")).await.unwrap_err();
+        assert_eq!((e.class, e.code.as_str()), (ErrorClass::Retryable, "Timeout"));
+    }
+
+    fn page(ids: &[&str], next: Option<&str>) -> Answer {
+        let items: String = ids
+            .iter()
+            .map(|id| format!("<item><snapshotId>{id}</snapshotId></item>"))
+            .collect();
+        let next = next.map_or(String::new(), |t| format!("<nextToken>{t}</nextToken>"));
+        ok(&format!(
+            "<DescribeSnapshotsResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">\
+             <snapshotSet>{items}</snapshotSet>{next}</DescribeSnapshotsResponse>"
+        ))
+    }
+
+    fn snapshot_ids(root: roxmltree::Node<'_, '_>) -> Vec<String> {
+        query::items(root, "snapshotSet")
+            .filter_map(|i| query::text(i, "snapshotId"))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn pagination_follows_next_token_until_there_is_none() {
+        let (t, fake) = transport([
+            page(&["snap-1", "snap-2"], Some("t 1")),
+            page(&["snap-3"], Some("t2")),
+            page(&[], None),
+        ]);
+        let p = Params::new("DescribeSnapshots").list("Owner", ["self"]);
+        let ids = t.paginate("us-east-1", &p, snapshot_ids).await.unwrap();
+        assert_eq!(ids, ["snap-1", "snap-2", "snap-3"]);
+        let bodies: Vec<_> = fake.sent().into_iter().map(|s| s.body).collect();
+        let base = "Action=DescribeSnapshots&Version=2016-11-15&Owner.1=self";
+        assert_eq!(
+            bodies,
+            [
+                base.to_string(),
+                format!("{base}&NextToken=t%201"),
+                format!("{base}&NextToken=t2")
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn pagination_stops_on_a_repeated_token_and_fails_on_a_failed_page() {
+        let (t, fake) = transport([page(&["snap-1"], Some("same")), page(&["snap-2"], Some("same"))]);
+        let p = Params::new("DescribeSnapshots");
+        let ids = t.paginate("us-east-1", &p, snapshot_ids).await.unwrap();
+        assert_eq!((ids.len(), fake.sent().len()), (2, 2));
+
+        let (t, _) = transport([page(&["snap-1"], Some("t2")), error(500, "InternalError", "oops")]);
+        let e = t.paginate("us-east-1", &p, snapshot_ids).await.unwrap_err();
+        assert_eq!((e.class, e.code.as_str()), (ErrorClass::Retryable, "InternalError"));
+    }
+}
