@@ -58,8 +58,8 @@ async fn seed_ami(region: &str, tags: &[(&str, &str)]) -> (String, Vec<String>) 
     let c = ec2(region).await;
     let register = Params::new("RegisterImage").set("Name", moto::unique("e2e-ami"));
     let reply = c.call(region, &register).await.expect("RegisterImage");
-    let id = query::text(reply.document().expect("XML").root_element(), "imageId")
-        .expect("an AMI id");
+    let id =
+        query::text(reply.document().expect("XML").root_element(), "imageId").expect("an AMI id");
     for (k, v) in tags {
         let create = Params::new("CreateTags")
             .list("ResourceId", [id.as_str()])

@@ -265,9 +265,10 @@ pub fn classify_query(failure: QueryFailure, request_id: Option<String>) -> Call
             format!("request could not be sent (configuration): {detail}"),
         ),
         // Connection refused/reset, DNS, TLS, I/O timeouts: transient by nature.
-        QueryFailure::Dispatch { user: false, detail } => {
-            CallError::retryable("DispatchFailure", format!("connection error: {detail}"))
-        }
+        QueryFailure::Dispatch {
+            user: false,
+            detail,
+        } => CallError::retryable("DispatchFailure", format!("connection error: {detail}")),
         // The SDK resolves credentials while dispatching and reports a failure as a dispatch
         // failure: a provider (IMDS, STS) that did not answer may answer the next attempt.
         QueryFailure::Credentials(detail) => CallError::retryable(
@@ -288,9 +289,10 @@ pub fn classify_query(failure: QueryFailure, request_id: Option<String>) -> Call
 pub fn ec2_refusal(err: CallError) -> Result<Removal, CallError> {
     if err.code == EC2_SNAPSHOT_IN_USE {
         // A reply without a message carries the status as its message (`HTTP 400`).
-        let bare = err.message.strip_prefix("HTTP ").is_some_and(|rest| {
-            rest.len() == 3 && rest.bytes().all(|b| b.is_ascii_digit())
-        });
+        let bare = err
+            .message
+            .strip_prefix("HTTP ")
+            .is_some_and(|rest| rest.len() == 3 && rest.bytes().all(|b| b.is_ascii_digit()));
         let why = if err.message.is_empty() || bare {
             "the snapshot is used by another AMI"
         } else {
@@ -326,7 +328,12 @@ mod tests {
 
     #[test]
     fn throttling_codes_429_and_5xx_are_retryable() {
-        for code in ["RequestLimitExceeded", "Throttling", "InternalError", "Unavailable"] {
+        for code in [
+            "RequestLimitExceeded",
+            "Throttling",
+            "InternalError",
+            "Unavailable",
+        ] {
             let status = if code == "Unavailable" { 503 } else { 400 };
             assert_eq!(service(status, code).class, ErrorClass::Retryable, "{code}");
         }
@@ -362,33 +369,60 @@ mod tests {
             )
         };
         let e = bare(404);
-        assert_eq!((e.class, e.code.as_str(), e.message.as_str()), (ErrorClass::Permanent, "HttpStatus404", "HTTP 404"));
+        assert_eq!(
+            (e.class, e.code.as_str(), e.message.as_str()),
+            (ErrorClass::Permanent, "HttpStatus404", "HTTP 404")
+        );
         assert_eq!(bare(502).class, ErrorClass::Retryable);
     }
 
     #[test]
     fn transport_failures_keep_the_sdk_paths_names_and_classes() {
         let cases = [
-            (QueryFailure::Timeout("t".into()), ErrorClass::Retryable, "Timeout"),
             (
-                QueryFailure::Dispatch { user: false, detail: "refused".into() },
+                QueryFailure::Timeout("t".into()),
+                ErrorClass::Retryable,
+                "Timeout",
+            ),
+            (
+                QueryFailure::Dispatch {
+                    user: false,
+                    detail: "refused".into(),
+                },
                 ErrorClass::Retryable,
                 "DispatchFailure",
             ),
             (
-                QueryFailure::Dispatch { user: true, detail: "bad URL".into() },
+                QueryFailure::Dispatch {
+                    user: true,
+                    detail: "bad URL".into(),
+                },
                 ErrorClass::Permanent,
                 "DispatchFailure",
             ),
-            (QueryFailure::Credentials("none".into()), ErrorClass::Retryable, "DispatchFailure"),
-            (QueryFailure::Construction("x".into()), ErrorClass::Permanent, "ConstructionFailure"),
             (
-                QueryFailure::Unreadable { status: 200, detail: "x".into() },
+                QueryFailure::Credentials("none".into()),
+                ErrorClass::Retryable,
+                "DispatchFailure",
+            ),
+            (
+                QueryFailure::Construction("x".into()),
+                ErrorClass::Permanent,
+                "ConstructionFailure",
+            ),
+            (
+                QueryFailure::Unreadable {
+                    status: 200,
+                    detail: "x".into(),
+                },
                 ErrorClass::Permanent,
                 "ResponseError",
             ),
             (
-                QueryFailure::Unreadable { status: 503, detail: "x".into() },
+                QueryFailure::Unreadable {
+                    status: 503,
+                    detail: "x".into(),
+                },
                 ErrorClass::Retryable,
                 "ResponseError",
             ),

@@ -82,12 +82,22 @@ mod tests {
             ok("<R><imagesSet/></R>"),
             error(400, "InvalidAMIID.NotFound", "The image id '[ami-1]' does not exist"),
         ]);
-        let d = ec2.describe_image("us-east-1", "ami-1").await.unwrap().unwrap();
+        let d = ec2
+            .describe_image("us-east-1", "ami-1")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(d.owner_id.as_deref(), Some("111"));
         assert_eq!(d.snapshot_ids, ["snap-1"]);
         assert_eq!(d.tags.get("keep").map(String::as_str), Some("yes"));
-        assert_eq!(ec2.describe_image("us-east-1", "ami-1").await.unwrap(), None);
-        assert_eq!(ec2.describe_image("us-east-1", "ami-1").await.unwrap(), None);
+        assert_eq!(
+            ec2.describe_image("us-east-1", "ami-1").await.unwrap(),
+            None
+        );
+        assert_eq!(
+            ec2.describe_image("us-east-1", "ami-1").await.unwrap(),
+            None
+        );
         let e = ec2.describe_image("us-east-1", "ami-1").await.unwrap_err();
         assert_eq!(e.class, ErrorClass::NotFound);
     }
@@ -96,7 +106,11 @@ mod tests {
     async fn a_snapshot_in_use_is_a_skip_with_its_reason_and_other_errors_stay_errors() {
         let (ec2, _) = fake::ec2([
             ok("<DeleteSnapshotResponse><return>true</return></DeleteSnapshotResponse>"),
-            error(400, "InvalidSnapshot.InUse", "The snapshot snap-1 is currently in use by ami-2"),
+            error(
+                400,
+                "InvalidSnapshot.InUse",
+                "The snapshot snap-1 is currently in use by ami-2",
+            ),
             error(400, "InvalidSnapshot.NotFound", "gone"),
             error(503, "Unavailable", "try later"),
         ]);
@@ -109,8 +123,14 @@ mod tests {
                 "InvalidSnapshot.InUse: The snapshot snap-1 is currently in use by ami-2".into()
             )
         );
-        assert_eq!(delete("snap-2").await.unwrap_err().class, ErrorClass::NotFound);
-        assert_eq!(delete("snap-3").await.unwrap_err().class, ErrorClass::Retryable);
+        assert_eq!(
+            delete("snap-2").await.unwrap_err().class,
+            ErrorClass::NotFound
+        );
+        assert_eq!(
+            delete("snap-3").await.unwrap_err().class,
+            ErrorClass::Retryable
+        );
     }
 
     #[tokio::test]

@@ -111,7 +111,10 @@ mod tests {
 
     #[test]
     fn the_request_url_is_the_endpoint_root() {
-        assert_eq!(request_url("http://127.0.0.1:5000"), "http://127.0.0.1:5000/");
+        assert_eq!(
+            request_url("http://127.0.0.1:5000"),
+            "http://127.0.0.1:5000/"
+        );
         assert_eq!(request_url("http://h/"), "http://h/");
     }
 
@@ -122,7 +125,9 @@ mod tests {
             .endpoint_url("http://localhost:4566")
             .build();
         assert_eq!(configured(&sdk).as_deref(), Some("http://localhost:4566"));
-        let bare = SdkConfig::builder().region(Region::new("us-east-1")).build();
+        let bare = SdkConfig::builder()
+            .region(Region::new("us-east-1"))
+            .build();
         assert_eq!(configured(&bare), None);
     }
 }

@@ -88,9 +88,9 @@ impl HttpConnector for FakeConnector {
                     .insert("x-amzn-requestid", "header-request-id");
                 HttpConnectorFuture::ready(Ok(response))
             }
-            Some(Answer::Refused) | None => HttpConnectorFuture::ready(Err(ConnectorError::io(
-                "connection refused".into(),
-            ))),
+            Some(Answer::Refused) | None => {
+                HttpConnectorFuture::ready(Err(ConnectorError::io("connection refused".into())))
+            }
             Some(Answer::Never) => HttpConnectorFuture::new(std::future::pending()),
         }
     }
@@ -122,8 +122,10 @@ pub fn sdk(endpoint: Option<&str>) -> SdkConfig {
 /// [`Ec2`] over a fake connector answering `answers`, with the endpoint `http://ec2.test`.
 pub fn ec2(answers: impl IntoIterator<Item = Answer>) -> (Ec2, FakeConnector) {
     let fake = FakeConnector::new(answers);
-    let transport =
-        Transport::with_connector(&sdk(Some("http://ec2.test")), SharedHttpConnector::new(fake.clone()));
+    let transport = Transport::with_connector(
+        &sdk(Some("http://ec2.test")),
+        SharedHttpConnector::new(fake.clone()),
+    );
     (Ec2::with_transport(transport), fake)
 }
 

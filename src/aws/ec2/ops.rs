@@ -205,7 +205,10 @@ fn image_references_params(
                 &request.options,
                 |p, at, option| {
                     p.set(format!("{at}.OptionName"), option.name.as_str())
-                        .list(&format!("{at}.OptionValue"), option.values.iter().map(String::as_str))
+                        .list(
+                            &format!("{at}.OptionValue"),
+                            option.values.iter().map(String::as_str),
+                        )
                 },
             )
     })
@@ -226,8 +229,7 @@ fn parse_image(item: Node<'_, '_>) -> Image {
             .filter_map(|t| Some((text(t, "key")?, text(t, "value").unwrap_or_default())))
             .collect(),
         last_launched_time: text(item, "lastLaunchedTime").filter(|t| !t.is_empty()),
-        deregistration_protection: text(item, "deregistrationProtection")
-            .filter(|t| !t.is_empty()),
+        deregistration_protection: text(item, "deregistrationProtection").filter(|t| !t.is_empty()),
     }
 }
 
@@ -326,7 +328,9 @@ mod tests {
 
     #[test]
     fn a_reply_without_images_reads_as_none() {
-        assert!(images_of("<DescribeImagesResponse><imagesSet/></DescribeImagesResponse>").is_empty());
+        assert!(
+            images_of("<DescribeImagesResponse><imagesSet/></DescribeImagesResponse>").is_empty()
+        );
         assert!(images_of("<DescribeImagesResponse/>").is_empty());
     }
 
@@ -366,7 +370,10 @@ mod tests {
     #[tokio::test]
     async fn describe_images_asks_for_deprecated_and_disabled_amis_too() {
         let (ec2, fake) = fake::ec2([ok(DESCRIBE_IMAGES)]);
-        let images = ec2.describe_images("us-east-1", &["ami-1a2b3c4d"]).await.unwrap();
+        let images = ec2
+            .describe_images("us-east-1", &["ami-1a2b3c4d"])
+            .await
+            .unwrap();
         assert_eq!(images.len(), 2);
         assert_eq!(
             fake.sent()[0].body,
@@ -384,8 +391,14 @@ mod tests {
             ok("<DescribeSnapshotsResponse><snapshotSet><item><snapshotId>snap-2</snapshotId></item>\
                 </snapshotSet></DescribeSnapshotsResponse>"),
         ]);
-        let descriptions = ["Created by CreateImage(*) for ami-1".to_string(), "x y".into()];
-        let ids = ec2.own_snapshots_described("us-east-1", &descriptions).await.unwrap();
+        let descriptions = [
+            "Created by CreateImage(*) for ami-1".to_string(),
+            "x y".into(),
+        ];
+        let ids = ec2
+            .own_snapshots_described("us-east-1", &descriptions)
+            .await
+            .unwrap();
         assert_eq!(ids, ["snap-1", "snap-2"]);
         let sent = fake.sent();
         assert_eq!(
@@ -393,17 +406,28 @@ mod tests {
             "Action=DescribeSnapshots&Version=2016-11-15&Owner.1=self&Filter.1.Name=description\
              &Filter.1.Value.1=Created%20by%20CreateImage%28%2A%29%20for%20ami-1&Filter.1.Value.2=x%20y"
         );
-        assert!(sent[1].body.ends_with("&NextToken=abc%3D"), "{}", sent[1].body);
+        assert!(
+            sent[1].body.ends_with("&NextToken=abc%3D"),
+            "{}",
+            sent[1].body
+        );
     }
 
     #[tokio::test]
     async fn deregister_and_delete_send_one_id_and_pass_errors_on_classified() {
         let (ec2, fake) = fake::ec2([
             ok("<DeregisterImageResponse><return>true</return></DeregisterImageResponse>"),
-            error(400, "InvalidSnapshot.NotFound", "The snapshot 'snap-1' does not exist."),
+            error(
+                400,
+                "InvalidSnapshot.NotFound",
+                "The snapshot 'snap-1' does not exist.",
+            ),
         ]);
         ec2.deregister_image("us-east-1", "ami-1").await.unwrap();
-        let e = ec2.delete_snapshot("us-east-1", "snap-1").await.unwrap_err();
+        let e = ec2
+            .delete_snapshot("us-east-1", "snap-1")
+            .await
+            .unwrap_err();
         assert_eq!(e.class, ErrorClass::NotFound);
         let bodies: Vec<_> = fake.sent().into_iter().map(|s| s.body).collect();
         assert_eq!(
@@ -441,7 +465,9 @@ mod tests {
              &ResourceType.2.ResourceType=ssm%3AParameter"
         );
         let all = image_references_params(&["ami-1"], true, &[]);
-        assert!(all.encode().ends_with("&ImageId.1=ami-1&IncludeAllResourceTypes=true"));
+        assert!(all
+            .encode()
+            .ends_with("&ImageId.1=ami-1&IncludeAllResourceTypes=true"));
     }
 
     #[tokio::test]
@@ -503,14 +529,20 @@ mod tests {
         let last = ImageAttribute::LastLaunchedTime;
         let protection = ImageAttribute::DeregistrationProtection;
         let get = |a| ec2.describe_image_attribute("us-east-1", "ami-1", a);
-        assert_eq!(get(last).await.unwrap().as_deref(), Some("2022-02-10T15:05:26Z"));
+        assert_eq!(
+            get(last).await.unwrap().as_deref(),
+            Some("2022-02-10T15:05:26Z")
+        );
         assert_eq!(
             get(protection).await.unwrap().as_deref(),
             Some("enabled-with-cooldown")
         );
         assert_eq!(get(last).await.unwrap(), None);
         let e = get(last).await.unwrap_err();
-        assert_eq!((e.class, e.code.as_str()), (ErrorClass::Permanent, "ResponseError"));
+        assert_eq!(
+            (e.class, e.code.as_str()),
+            (ErrorClass::Permanent, "ResponseError")
+        );
         assert_eq!(
             fake.sent()[1].body,
             "Action=DescribeImageAttribute&Version=2016-11-15&Attribute=deregistrationProtection\

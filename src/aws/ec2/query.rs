@@ -172,10 +172,14 @@ mod tests {
     fn action_and_version_come_first_and_lists_are_numbered_from_one() {
         let p = Params::new("DescribeSnapshots")
             .list("Owner", ["self"])
-            .structs("Filter", &[("description", vec!["a b", "c*"])], |p, at, (name, values)| {
-                p.set(format!("{at}.Name"), *name)
-                    .list(&format!("{at}.Value"), values.iter().copied())
-            })
+            .structs(
+                "Filter",
+                &[("description", vec!["a b", "c*"])],
+                |p, at, (name, values)| {
+                    p.set(format!("{at}.Name"), *name)
+                        .list(&format!("{at}.Value"), values.iter().copied())
+                },
+            )
             .flag("DryRun", false);
         assert_eq!(p.action(), "DescribeSnapshots");
         assert_eq!(
@@ -223,7 +227,12 @@ mod tests {
 
     #[test]
     fn an_error_reply_that_is_not_xml_has_no_document() {
-        for body in ["", "<html><body>Bad Gateway", "Service Unavailable", "<a><b></a>"] {
+        for body in [
+            "",
+            "<html><body>Bad Gateway",
+            "Service Unavailable",
+            "<a><b></a>",
+        ] {
             assert_eq!(error_document(body), None, "{body:?}");
         }
         let doc = error_document("<Response><Errors/></Response>").unwrap();

@@ -205,7 +205,10 @@ impl Transport {
             .await
             .map_err(|e| {
                 let detail = format!("reading the body: {}", DisplayErrorContext(&e));
-                (QueryFailure::Unreadable { status, detail }, header_id.clone())
+                (
+                    QueryFailure::Unreadable { status, detail },
+                    header_id.clone(),
+                )
             })?
             .into_bytes();
         let body = String::from_utf8_lossy(&bytes).into_owned();
@@ -357,7 +360,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_is_a_signed_form_post_to_the_endpoint_root() {
-        let (t, fake) = transport([ok("<DeleteSnapshotResponse><return>true</return></DeleteSnapshotResponse>")]);
+        let (t, fake) = transport([ok(
+            "<DeleteSnapshotResponse><return>true</return></DeleteSnapshotResponse>",
+        )]);
         let params = Params::new("DeleteSnapshot").set("SnapshotId", "snap-1");
         let reply = t.call("eu-west-1", &params).await.unwrap();
         assert_eq!(reply.request_id.as_deref(), Some("header-request-id"));
@@ -383,14 +388,23 @@ mod tests {
     async fn without_an_override_the_regional_endpoint_is_used() {
         let fake = FakeConnector::new([ok("<R/>")]);
         let t = Transport::with_connector(&fake::sdk(None), SharedHttpConnector::new(fake.clone()));
-        t.call("cn-north-1", &Params::new("DescribeImages")).await.unwrap();
-        assert_eq!(fake.sent()[0].uri, "https://ec2.cn-north-1.amazonaws.com.cn/");
+        t.call("cn-north-1", &Params::new("DescribeImages"))
+            .await
+            .unwrap();
+        assert_eq!(
+            fake.sent()[0].uri,
+            "https://ec2.cn-north-1.amazonaws.com.cn/"
+        );
     }
 
     #[tokio::test]
     async fn an_error_reply_is_classified_by_its_code_with_its_request_id() {
         let (t, _) = transport([
-            error(400, "InvalidAMIID.NotFound", "The image id '[ami-1]' does not exist"),
+            error(
+                400,
+                "InvalidAMIID.NotFound",
+                "The image id '[ami-1]' does not exist",
+            ),
             error(503, "RequestLimitExceeded", "Request limit exceeded."),
             error(403, "UnauthorizedOperation", "You are not authorized"),
         ]);
@@ -398,13 +412,23 @@ mod tests {
         let e = t.call("us-east-1", &p).await.unwrap_err();
         assert_eq!(
             (e.class, e.code.as_str(), e.request_id.as_deref()),
-            (ErrorClass::NotFound, "InvalidAMIID.NotFound", Some("req-InvalidAMIID.NotFound"))
+            (
+                ErrorClass::NotFound,
+                "InvalidAMIID.NotFound",
+                Some("req-InvalidAMIID.NotFound")
+            )
         );
         assert_eq!(e.message, "The image id '[ami-1]' does not exist");
         let e = t.call("us-east-1", &p).await.unwrap_err();
-        assert_eq!((e.class, e.code.as_str()), (ErrorClass::Retryable, "RequestLimitExceeded"));
+        assert_eq!(
+            (e.class, e.code.as_str()),
+            (ErrorClass::Retryable, "RequestLimitExceeded")
+        );
         let e = t.call("us-east-1", &p).await.unwrap_err();
-        assert_eq!((e.class, e.code.as_str()), (ErrorClass::Permanent, "UnauthorizedOperation"));
+        assert_eq!(
+            (e.class, e.code.as_str()),
+            (ErrorClass::Permanent, "UnauthorizedOperation")
+        );
     }
 
     #[tokio::test]
@@ -415,47 +439,83 @@ mod tests {
         ]);
         let p = Params::new("DescribeImages");
         let e = t.call("us-east-1", &p).await.unwrap_err();
-        assert_eq!((e.class, e.code.as_str()), (ErrorClass::Retryable, "HttpStatus502"));
+        assert_eq!(
+            (e.class, e.code.as_str()),
+            (ErrorClass::Retryable, "HttpStatus502")
+        );
         assert_eq!(e.request_id.as_deref(), Some("header-request-id"));
         let e = t.call("us-east-1", &p).await.unwrap_err();
-        assert_eq!((e.class, e.code.as_str()), (ErrorClass::Permanent, "HttpStatus404"));
+        assert_eq!(
+            (e.class, e.code.as_str()),
+            (ErrorClass::Permanent, "HttpStatus404")
+        );
     }
 
     #[tokio::test]
     async fn a_malformed_success_body_is_a_permanent_response_error() {
         let (t, _) = transport([ok("<DescribeImagesResponse><imagesSet>")]);
-        let reply = t.call("us-east-1", &Params::new("DescribeImages")).await.unwrap();
+        let reply = t
+            .call("us-east-1", &Params::new("DescribeImages"))
+            .await
+            .unwrap();
         let e = reply.document().unwrap_err();
-        assert_eq!((e.class, e.code.as_str()), (ErrorClass::Permanent, "ResponseError"));
+        assert_eq!(
+            (e.class, e.code.as_str()),
+            (ErrorClass::Permanent, "ResponseError")
+        );
         assert!(e.message.contains("malformed XML"), "{}", e.message);
     }
 
     #[tokio::test]
     async fn transport_failures_are_classified_like_the_sdk_path() {
         let (t, _) = transport([Answer::Refused]);
-        let e = t.call("us-east-1", &Params::new("DescribeImages")).await.unwrap_err();
-        assert_eq!((e.class, e.code.as_str()), (ErrorClass::Retryable, "DispatchFailure"));
+        let e = t
+            .call("us-east-1", &Params::new("DescribeImages"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.class, e.code.as_str()),
+            (ErrorClass::Retryable, "DispatchFailure")
+        );
 
         let fake = FakeConnector::new([]);
         let bad = Transport::with_connector(
             &fake::sdk(Some("localhost:4566")),
             SharedHttpConnector::new(fake.clone()),
         );
-        let e = bad.call("us-east-1", &Params::new("DescribeImages")).await.unwrap_err();
-        assert_eq!((e.class, e.code.as_str()), (ErrorClass::Permanent, "DispatchFailure"));
+        let e = bad
+            .call("us-east-1", &Params::new("DescribeImages"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.class, e.code.as_str()),
+            (ErrorClass::Permanent, "DispatchFailure")
+        );
         assert!(fake.sent().is_empty());
 
         let no_credentials = SdkConfig::builder().endpoint_url("http://ec2.test").build();
         let t = Transport::with_connector(&no_credentials, SharedHttpConnector::new(fake));
-        let e = t.call("us-east-1", &Params::new("DescribeImages")).await.unwrap_err();
-        assert_eq!((e.class, e.code.as_str()), (ErrorClass::Retryable, "DispatchFailure"));
+        let e = t
+            .call("us-east-1", &Params::new("DescribeImages"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.class, e.code.as_str()),
+            (ErrorClass::Retryable, "DispatchFailure")
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_reply_that_never_comes_is_a_retryable_timeout() {
         let (t, _) = transport([Answer::Never]);
-        let e = t.call("us-east-1", &Params::new("DeregisterImage")).await.unwrap_err();
-        assert_eq!((e.class, e.code.as_str()), (ErrorClass::Retryable, "Timeout"));
+        let e = t
+            .call("us-east-1", &Params::new("DeregisterImage"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.class, e.code.as_str()),
+            (ErrorClass::Retryable, "Timeout")
+        );
     }
 
     fn page(ids: &[&str], next: Option<&str>) -> Answer {
@@ -500,13 +560,22 @@ mod tests {
 
     #[tokio::test]
     async fn pagination_stops_on_a_repeated_token_and_fails_on_a_failed_page() {
-        let (t, fake) = transport([page(&["snap-1"], Some("same")), page(&["snap-2"], Some("same"))]);
+        let (t, fake) = transport([
+            page(&["snap-1"], Some("same")),
+            page(&["snap-2"], Some("same")),
+        ]);
         let p = Params::new("DescribeSnapshots");
         let ids = t.paginate("us-east-1", &p, snapshot_ids).await.unwrap();
         assert_eq!((ids.len(), fake.sent().len()), (2, 2));
 
-        let (t, _) = transport([page(&["snap-1"], Some("t2")), error(500, "InternalError", "oops")]);
+        let (t, _) = transport([
+            page(&["snap-1"], Some("t2")),
+            error(500, "InternalError", "oops"),
+        ]);
         let e = t.paginate("us-east-1", &p, snapshot_ids).await.unwrap_err();
-        assert_eq!((e.class, e.code.as_str()), (ErrorClass::Retryable, "InternalError"));
+        assert_eq!(
+            (e.class, e.code.as_str()),
+            (ErrorClass::Retryable, "InternalError")
+        );
     }
 }
