@@ -240,6 +240,26 @@ mod tests {
     }
 
     #[test]
+    fn hostile_bodies_are_errors_or_empty_reads_never_panics() {
+        let deep = format!("{}{}", "<a>".repeat(50_000), "</a>".repeat(50_000));
+        let unclosed = "<Response>".repeat(50_000);
+        for body in [
+            deep.as_str(),
+            unclosed.as_str(),
+            "\u{0}",
+            "<?xml?>",
+            "<a x='1' x='2'/>",
+        ] {
+            let _ = error_document(body);
+            if let Ok(doc) = parse(body) {
+                let root = doc.root_element();
+                assert_eq!(items(root, "imagesSet").count(), 0);
+                assert_eq!(next_token(root), None);
+            }
+        }
+    }
+
+    #[test]
     fn a_dtd_is_refused() {
         let body = r#"<!DOCTYPE r [<!ENTITY a "aaaa">]><r>&a;</r>"#;
         assert!(parse(body).is_err());
