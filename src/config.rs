@@ -1,4 +1,4 @@
-//! Configuration: the environment of SPEC §3, read and validated once at init.
+//! Configuration: the environment , read and validated once at init.
 //!
 //! [`Config::from_lookup`] is pure (it takes the lookup function) so every rule is unit
 //! tested without touching the process environment. Per-invocation facts (the function's own
@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use crate::arn::{self, AllowList, Guards};
-use crate::output_resources::Mode;
+use crate::output_resources::mode::Mode;
+use crate::retry::Backoff;
 
 /// The validated configuration. Construct with [`Config::from_env`] (the binary) or
 /// [`Config::from_lookup`] / [`Config::default`] (tests).
@@ -40,29 +41,11 @@ pub struct Config {
     /// environment, tests shrink it).
     pub report_budget_bytes: usize,
     /// `DELETE_OUTPUT_RESOURCES`: which of the image's AMIs (+ snapshots) and ECR images to
-    /// delete before DeleteImage (issue 5); overridable per invocation.
+    /// delete before DeleteImage; overridable per invocation.
     pub delete_output_resources: Mode,
     /// `REQUIRE_COMPLETE_CLEANUP`: output resources left behind on purpose (another account,
     /// a snapshot in use) block DeleteImage too.
     pub require_complete_cleanup: bool,
-}
-
-/// Full-jitter exponential backoff parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    /// Upper bound of the first delay.
-    pub base: Duration,
-    /// No delay is ever longer than this.
-    pub cap: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            base: Duration::from_millis(100),
-            cap: Duration::from_secs(5),
-        }
-    }
 }
 
 /// Which accounts' images may be deleted.
@@ -87,7 +70,7 @@ pub struct ConfigError {
 pub const DEFAULT_REPORT_BUDGET_BYTES: usize = 5_000_000;
 
 impl Default for Config {
-    /// SPEC §3 defaults (no DLQ, own account only, any region).
+    /// defaults (no DLQ, own account only, any region).
     fn default() -> Self {
         Config {
             dead_letter_queue_url: None,
@@ -106,16 +89,6 @@ impl Default for Config {
             require_complete_cleanup: false,
         }
     }
-}
-
-/// Guards for one invocation, plus why the own account is unknown (if it is).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InvocationGuards {
-    pub guards: Guards,
-    /// `Some(reason)` when `ALLOWED_ACCOUNT_IDS` is unset and the own account could not be
-    /// determined: every ARN is then rejected `AccountNotAllowed` with this reason (safe
-    /// default: never delete from an account nobody allowed).
-    pub unresolved_account: Option<String>,
 }
 
 impl Config {
@@ -181,7 +154,7 @@ impl Config {
 
     /// Resolves this invocation's guards from the invoked function ARN
     /// (`arn:PARTITION:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]`).
-    pub fn guards(&self, invoked_function_arn: &str) -> InvocationGuards {
+    pub fn guards(&self, invoked_function_arn: &str) -> Guards {
         let fn_arn = FunctionArn::parse(invoked_function_arn);
         let partition = fn_arn
             .as_ref()
@@ -194,7 +167,7 @@ impl Config {
             // Neither the ARN nor AWS_REGION: only happens outside Lambda; the commercial
             // partition is the only sensible guess and PartitionMismatch still guards it.
             .unwrap_or_else(|| "aws".to_string());
-        let (accounts, unresolved_account) = match &self.allowed_accounts {
+        let (accounts, accounts_unknown) = match &self.allowed_accounts {
             AccountPolicy::Allow(list) => (list.clone(), None),
             AccountPolicy::OwnAccount => match fn_arn.and_then(|a| a.account) {
                 Some(account) => (AllowList::Only(vec![account]), None),
@@ -209,13 +182,11 @@ impl Config {
                 ),
             },
         };
-        InvocationGuards {
-            guards: Guards {
-                partition,
-                accounts,
-                regions: self.allowed_regions.clone(),
-            },
-            unresolved_account,
+        Guards {
+            partition,
+            accounts,
+            regions: self.allowed_regions.clone(),
+            accounts_unknown,
         }
     }
 }
@@ -380,7 +351,7 @@ mod tests {
 
     #[test]
     fn defaults_match_the_spec() {
-        // GIVEN no variables WHEN read THEN SPEC §3 defaults
+        // GIVEN no variables WHEN read THEN defaults
         let c = config(&[]).unwrap();
         assert_eq!(c, Config::default());
         assert_eq!(c.max_concurrency, 8);
@@ -449,7 +420,7 @@ mod tests {
 
     #[test]
     fn output_resource_settings_are_read_and_checked() {
-        // GIVEN the two issue-5 variables WHEN read THEN parsed case-insensitively
+        // GIVEN the two output-resource variables WHEN read THEN parsed case-insensitively
         let c = config(&[
             ("DELETE_OUTPUT_RESOURCES", "All"),
             ("REQUIRE_COMPLETE_CLEANUP", "true"),
@@ -491,12 +462,9 @@ mod tests {
     fn own_account_and_partition_come_from_the_invoked_function_arn() {
         let c = config(&[]).unwrap();
         let g = c.guards("arn:aws-cn:lambda:cn-north-1:123456789012:function:reaper:live");
-        assert_eq!(g.guards.partition, "aws-cn");
-        assert_eq!(
-            g.guards.accounts,
-            AllowList::Only(vec!["123456789012".into()])
-        );
-        assert_eq!(g.unresolved_account, None);
+        assert_eq!(g.partition, "aws-cn");
+        assert_eq!(g.accounts, AllowList::Only(vec!["123456789012".into()]));
+        assert_eq!(g.accounts_unknown, None);
     }
 
     #[test]
@@ -506,18 +474,15 @@ mod tests {
             ..Config::default()
         };
         let g = c.guards("");
-        assert_eq!(g.guards.accounts, AllowList::Only(vec![]));
-        assert!(g
-            .unresolved_account
-            .unwrap()
-            .contains("ALLOWED_ACCOUNT_IDS"));
+        assert_eq!(g.accounts, AllowList::Only(vec![]));
+        assert!(g.accounts_unknown.unwrap().contains("ALLOWED_ACCOUNT_IDS"));
     }
 
     #[test]
     fn star_allows_any_account_without_needing_the_function_arn() {
         let c = config(&[("ALLOWED_ACCOUNT_IDS", "*")]).unwrap();
         let g = c.guards("not an arn");
-        assert_eq!(g.guards.accounts, AllowList::Any);
-        assert_eq!(g.unresolved_account, None);
+        assert_eq!(g.accounts, AllowList::Any);
+        assert_eq!(g.accounts_unknown, None);
     }
 }

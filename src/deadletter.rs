@@ -1,5 +1,5 @@
-//! Dead letters: the SPEC §5 message body, batching for SendMessageBatch, and sending with
-//! the per-entry fallback.
+//! Dead letters: the message body, batching for SendMessageBatch, and sending with the
+//! per-entry fallback.
 //!
 //! One message per failed or rejected item (per source that named it). A batch holds at
 //! most 10 entries and 256 KiB; entries a batch call did not confirm are retried one by
@@ -12,9 +12,11 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::engine::{with_retries, Attempted, RetryPolicy, Window};
+use crate::event::ItemOptions;
 use crate::outcome::Subject;
+use crate::output_resources::mode::Mode;
 use crate::ports::{CallError, DeadLetterMessage, DeadLetterSink, ErrorClass};
+use crate::retry::{with_retries, Attempted, RetryPolicy, Window};
 
 /// Whether each entry was sent, in entry order.
 type SendResults = Vec<Result<(), CallError>>;
@@ -23,10 +25,6 @@ type SendResults = Vec<Result<(), CallError>>;
 pub const MAX_BATCH_ENTRIES: usize = 10;
 /// SQS: at most 256 KiB of payload per SendMessageBatch (and per message).
 pub const MAX_BATCH_BYTES: usize = 256 * 1024;
-/// A rejected `input` larger than this is replaced by a preview so the message fits.
-const MAX_INPUT_BYTES: usize = 200 * 1024;
-/// Size of the preview kept for an oversized `input`.
-const INPUT_PREVIEW_CHARS: usize = 16 * 1024;
 
 /// Where the failed item came from (`source` in the body).
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +44,8 @@ pub struct Failure<'a> {
     pub retryable: bool,
     pub attempts: u32,
     pub source: SourceRef<'a>,
+    /// The item's effective options: carried so a redrive repeats the request as it was made.
+    pub options: ItemOptions,
 }
 
 #[derive(Serialize)]
@@ -63,6 +63,11 @@ struct Body<'a> {
     attempts: u32,
     source: BodySource<'a>,
     failed_at: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    dry_run: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delete_output_resources: Option<&'static str>,
+    dedup_key: &'a str,
 }
 
 #[derive(Serialize)]
@@ -72,12 +77,15 @@ struct BodySource<'a> {
     id: &'a str,
 }
 
-/// Builds one message (SPEC §5). `id` must be unique within any batch it is sent in.
+/// Builds one message. `id` must be unique within any batch it is sent in. The
+/// body is within SQS's character set and, with its attribute, within one message's 256 KiB:
+/// an `input` too large is cut (`inputTruncated`), keeping as much of it as fits.
 pub fn message(id: String, failure: Failure<'_>, failed_at: SystemTime) -> DeadLetterMessage {
     let (arn, input) = match failure.subject {
         Subject::Arn(a) => (Some(a.as_str()), None),
         Subject::Input(v) => (None, Some(v)),
     };
+    let dedup_key = dedup_key(&failure);
     let mut body = Body {
         image_build_version_arn: arn,
         input,
@@ -91,28 +99,123 @@ pub fn message(id: String, failure: Failure<'_>, failed_at: SystemTime) -> DeadL
             id: failure.source.id,
         },
         failed_at: humantime::format_rfc3339_millis(failed_at).to_string(),
+        dry_run: failure.options.dry_run,
+        delete_output_resources: failure.options.delete_output_resources.map(Mode::as_str),
+        dedup_key: &dedup_key,
     };
-    let mut json = serde_json::to_string(&body).expect("dead letter serialises");
-    let preview;
-    if json.len() > MAX_INPUT_BYTES {
-        // A poison SQS body can itself be 256 KiB: keep a preview so the message still fits
-        // (the report and logs say it was rejected; the full body stays in the source queue
-        // only if it is handed back, so the preview is the best record we can keep).
+    let limit = MAX_BATCH_BYTES - attribute_bytes(failure.error_code);
+    let mut json = sqs_json(&body);
+    let cut;
+    if json.len() > limit {
+        // A poison SQS body can itself be 256 KiB: keep what fits (the report and logs say it
+        // was rejected; the full body stays in the source queue only if it is handed back).
         let text = match input {
             Some(Value::String(s)) => s.clone(),
             Some(other) => other.to_string(),
             None => String::new(),
         };
-        preview = Value::String(text.chars().take(INPUT_PREVIEW_CHARS).collect());
-        body.input = Some(&preview);
+        body.input = Some(&Value::Null);
         body.input_truncated = true;
-        json = serde_json::to_string(&body).expect("dead letter serialises");
+        let room = limit.saturating_sub(sqs_json(&body).len());
+        cut = Value::String(prefix_within(&text, room));
+        body.input = Some(&cut);
+        json = sqs_json(&body);
     }
     DeadLetterMessage {
         id,
         body: json,
         error_code: failure.error_code.to_string(),
+        dedup_key,
     }
+}
+
+/// Bytes the `errorCode` message attribute counts for (see [`DeadLetterMessage::payload_bytes`]).
+fn attribute_bytes(error_code: &str) -> usize {
+    "errorCode".len() + "String".len() + error_code.len()
+}
+
+/// Whether SQS accepts `c` in a message body: `#x9 | #xA | #xD | #x20–#xD7FF |
+/// #xE000–#xFFFD | #x10000–#x10FFFF`.
+fn sqs_accepts(c: char) -> bool {
+    matches!(c as u32, 0x9 | 0xA | 0xD | 0x20..=0xD7FF | 0xE000..=0xFFFD | 0x10000..=0x10FFFF)
+}
+
+/// The body as JSON that SQS accepts. serde_json already escapes the control characters;
+/// U+FFFE and U+FFFF it writes as they are, and SQS refuses them, so they become `\uXXXX`
+/// escapes (they can only occur inside JSON strings, where the escape means the same).
+fn sqs_json(body: &Body<'_>) -> String {
+    // Serialising strings, numbers and JSON values cannot fail.
+    let json = serde_json::to_string(body).unwrap_or_default();
+    if json.chars().all(sqs_accepts) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 64);
+    for c in json.chars() {
+        if sqs_accepts(c) {
+            out.push(c);
+        } else {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        }
+    }
+    out
+}
+
+/// Bytes `c` takes inside a JSON string written by [`sqs_json`].
+fn escaped_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if !sqs_accepts(c) || (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+/// The longest prefix of `text` whose escaped form takes at most `room` bytes.
+fn prefix_within(text: &str, room: usize) -> String {
+    let mut used = 0;
+    let end = text
+        .char_indices()
+        .find(|(_, c)| {
+            used += escaped_len(*c);
+            used > room
+        })
+        .map_or(text.len(), |(i, _)| i);
+    text[..end].to_string()
+}
+
+/// A deterministic key for one dead letter: SHA-256 (hex) over the source, the item (ARN or
+/// input, in full even when the body carries a cut one), the error code and the item's
+/// options (a dry run and a real run of one ARN are two items). A message sent again (after
+/// a partial DLQ failure, or by a redelivered record) has the same key.
+fn dedup_key(failure: &Failure<'_>) -> String {
+    let item = match failure.subject {
+        Subject::Arn(a) => format!("arn:{a}"),
+        Subject::Input(v) => format!("input:{v}"),
+    };
+    let options = format!(
+        "dryRun={} deleteOutputResources={}",
+        failure.options.dry_run,
+        failure
+            .options
+            .delete_output_resources
+            .map_or("", Mode::as_str)
+    );
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in [
+        failure.source.kind,
+        failure.source.id,
+        &item,
+        failure.error_code,
+        &options,
+    ] {
+        // Length-prefixed, so no two different field lists hash the same bytes.
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part.as_bytes());
+    }
+    ctx.finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Splits messages into consecutive batches of ≤ 10 entries and ≤ 256 KiB.
@@ -225,6 +328,7 @@ mod tests {
             id: format!("m{i}"),
             body: "x".repeat(body_len),
             error_code: "ClientException".into(),
+            dedup_key: format!("k{i}"),
         }
     }
 
@@ -262,11 +366,14 @@ mod tests {
                     kind: "sqs",
                     id: "msg-1",
                 },
+                options: ItemOptions::default(),
             },
             SystemTime::UNIX_EPOCH,
         );
-        // THEN the body is the SPEC §5 shape and the attribute carries the code
-        let v: Value = serde_json::from_str(&m.body).unwrap();
+        // THEN the body is the shape and the attribute carries the code
+        let mut v: Value = serde_json::from_str(&m.body).unwrap();
+        let key = v.as_object_mut().unwrap().remove("dedupKey").unwrap();
+        assert_eq!(key, m.dedup_key.as_str());
         assert_eq!(
             v,
             serde_json::json!({
@@ -294,6 +401,7 @@ mod tests {
                     kind: "sqs",
                     id: "msg-1",
                 },
+                options: ItemOptions::default(),
             },
             SystemTime::now(),
         );
@@ -301,5 +409,141 @@ mod tests {
         assert!(v.get("imageBuildVersionArn").is_none());
         assert_eq!(v["inputTruncated"], true);
         assert!(m.payload_bytes() <= MAX_BATCH_BYTES);
+    }
+
+    fn failure<'a>(subject: &'a Subject, code: &'a str, source_id: &'a str) -> Failure<'a> {
+        Failure {
+            subject,
+            error_code: code,
+            message: "no known shape",
+            retryable: false,
+            attempts: 0,
+            source: SourceRef {
+                kind: "sqs",
+                id: source_id,
+            },
+            options: ItemOptions::default(),
+        }
+    }
+
+    /// SQS's character set for message bodies.
+    fn sqs_accepts(c: char) -> bool {
+        matches!(c as u32, 0x9 | 0xA | 0xD | 0x20..=0xD7FF | 0xE000..=0xFFFD | 0x10000..=0x10FFFF)
+    }
+
+    #[test]
+    fn bodies_escape_what_sqs_refuses() {
+        // GIVEN an input with characters SQS refuses (U+FFFE, U+FFFF, controls)
+        let text = "a\u{FFFE}b\u{FFFF}c\u{1}d\u{7}e\u{10FFFF}";
+        let subject = Subject::Input(Value::String(text.into()));
+        let m = message(
+            "m0".into(),
+            failure(&subject, "InvalidMessage", "m-1"),
+            SystemTime::now(),
+        );
+        // THEN the body has none of them, and the JSON still reads back the same input
+        let bad: Vec<char> = m.body.chars().filter(|c| !sqs_accepts(*c)).collect();
+        assert!(bad.is_empty(), "{bad:?} in {}", m.body);
+        let v: Value = serde_json::from_str(&m.body).unwrap();
+        assert_eq!(v["input"], text);
+    }
+
+    #[test]
+    fn an_input_that_escapes_past_the_limit_is_cut_to_fit() {
+        // GIVEN an input that is 180 KB as UTF-8 but twice that once escaped for SQS
+        let text = "\u{FFFF}".repeat(60_000);
+        let subject = Subject::Input(Value::String(text.clone()));
+        let m = message(
+            "m0".into(),
+            failure(&subject, "InvalidMessage", "m-1"),
+            SystemTime::now(),
+        );
+        // THEN the message fits one SQS message, in SQS's character set, and says it was cut
+        assert!(
+            m.payload_bytes() <= MAX_BATCH_BYTES,
+            "{}",
+            m.payload_bytes()
+        );
+        assert!(m.body.chars().all(sqs_accepts));
+        let v: Value = serde_json::from_str(&m.body).unwrap();
+        assert_eq!(v["inputTruncated"], true);
+        let kept = v["input"].as_str().unwrap();
+        assert!(text.starts_with(kept));
+        // AND as much as fits is kept, not a token preview
+        assert!(kept.chars().count() > 40_000, "{}", kept.chars().count());
+    }
+
+    #[test]
+    fn every_body_has_a_deterministic_dedup_key() {
+        let key = |subject: &Subject, code: &str, id: &str, at: SystemTime| {
+            let m = message("m0".into(), failure(subject, code, id), at);
+            let v: Value = serde_json::from_str(&m.body).unwrap();
+            v["dedupKey"].as_str().expect("dedupKey").to_string()
+        };
+        let a = Subject::Input(Value::String("x".into()));
+        let b = Subject::Arn("x".into());
+        let later = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(60);
+        let k = key(&a, "InvalidMessage", "m-1", SystemTime::UNIX_EPOCH);
+        // Same source, input and error, sent again later: the same key.
+        assert_eq!(k, key(&a, "InvalidMessage", "m-1", later));
+        // Anything else different: another key.
+        assert_ne!(k, key(&b, "InvalidMessage", "m-1", later));
+        assert_ne!(k, key(&a, "NotAnImageBuildVersionArn", "m-1", later));
+        assert_ne!(k, key(&a, "InvalidMessage", "m-2", later));
+        assert!(k.len() <= 128 && k.bytes().all(|b| b.is_ascii_alphanumeric()));
+    }
+
+    /// The candidates (ARN, options) that decoding a dead-letter body as an SQS body yields.
+    fn redriven(body: &str) -> Vec<crate::event::Item> {
+        let event = serde_json::json!({"Records": [
+            {"messageId": "r-1", "body": body, "eventSource": "aws:sqs"}]});
+        crate::event::decode(&event).unwrap().units.remove(0).items
+    }
+
+    #[test]
+    fn options_survive_the_round_trip_through_a_dead_letter() {
+        use crate::event::Item;
+        let options = ItemOptions {
+            dry_run: true,
+            delete_output_resources: Some(Mode::Amis),
+        };
+        let arn = "arn:aws:imagebuilder:us-east-1:111122223333:image/web/1.0.0/1";
+        // A failed ARN and a rejected input, each with the item's options
+        for subject in [
+            Subject::Arn(arn.into()),
+            Subject::Input(serde_json::json!([arn])),
+        ] {
+            let mut f = failure(&subject, "AccountNotAllowed", "m-1");
+            f.options = options;
+            let m = message("m0".into(), f, SystemTime::now());
+            let v: Value = serde_json::from_str(&m.body).unwrap();
+            assert_eq!(v["dryRun"], true);
+            assert_eq!(v["deleteOutputResources"], "amis");
+            // WHEN redriven, the item comes back with the same options
+            assert_eq!(
+                redriven(&m.body),
+                [Item::Candidate {
+                    arn: arn.into(),
+                    options
+                }]
+            );
+        }
+    }
+
+    #[test]
+    fn options_not_set_are_not_written_and_a_cut_input_is_not_retried() {
+        let subject = Subject::Input(Value::String(format!("arn:{}", "x".repeat(300 * 1024))));
+        let m = message(
+            "m0".into(),
+            failure(&subject, "NotAnImageBuildVersionArn", "m-1"),
+            SystemTime::now(),
+        );
+        let v: Value = serde_json::from_str(&m.body).unwrap();
+        assert!(v.get("dryRun").is_none() && v.get("deleteOutputResources").is_none());
+        // Only part of the request survived: a redrive must not act on the part.
+        assert!(
+            matches!(&redriven(&m.body)[..], [crate::event::Item::Invalid { message, .. }]
+            if message.contains("inputTruncated"))
+        );
     }
 }

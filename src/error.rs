@@ -1,4 +1,4 @@
-//! Whole-invocation errors: the three stable `errorType` names of SPEC §6.
+//! Whole-invocation errors: the three stable `errorType` names .
 //!
 //! Step Functions `Retry` / `Catch` and alarms match these names, so they are spelled out
 //! here once ([`ERROR_TYPES`]) and mapped to [`lambda_runtime::Diagnostic`] explicitly instead
@@ -16,10 +16,10 @@ pub const ERROR_TYPES: [&str; 3] = [
 ];
 
 /// An error that fails the whole invocation (or init). Per-ARN failures never end up here:
-/// they are reported, dead-lettered or handed back (SPEC §4).
+/// they are reported, dead-lettered or handed back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReaperError {
-    /// The payload is not JSON of any known shape (SPEC §2).
+    /// The payload is not JSON of any known shape.
     #[error("{0}")]
     InvalidEvent(String),
     /// Something had to go to the dead-letter queue and could not: the caller must retry.
@@ -30,7 +30,7 @@ pub enum ReaperError {
         /// The ARNs (or raw inputs, for rejections) that were not dead-lettered.
         not_dead_lettered: Vec<String>,
     },
-    /// A bad environment value at init (SPEC §3).
+    /// A bad environment value at init.
     #[error(transparent)]
     ConfigurationError(#[from] ConfigError),
 }

@@ -3,7 +3,7 @@
 //! Build once per process with [`Handler::new`] and call [`Handler::invoke`] from
 //! `lambda_runtime` (or [`Handler::handle`] in tests, with an explicit [`Invocation`]).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lambda_runtime::LambdaEvent;
 use serde_json::value::RawValue;
@@ -12,11 +12,13 @@ use serde_json::Value;
 use crate::config::{self, Config};
 use crate::engine::{Engine, Execution, Invocation, NotDeadLettered};
 use crate::error::ReaperError;
-use crate::event::{self, InvocationKind};
+use crate::event::{self, Decoded, InvocationKind};
 use crate::metrics;
-use crate::outcome::{Report, ResultRecord, Subject};
-use crate::output_resources::run::{Cleaners, Unavailable};
-use crate::ports::{Amis, ContainerImages, DeadLetterSink, Images};
+use crate::outcome::{ResultRecord, Subject};
+use crate::output_resources::mode::Mode;
+use crate::output_resources::run::Cleaners;
+use crate::ports::{Amis, ContainerImages, DeadLetterSink, Images, Unavailable};
+use crate::report::Report;
 
 /// How many not-dead-lettered items the `DeadLetterQueueUnavailable` message lists by name.
 const LISTED_IN_ERROR: usize = 20;
@@ -46,7 +48,7 @@ impl<I: Images, D: DeadLetterSink> Handler<I, D> {
 }
 
 impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Handler<I, D, A, C> {
-    /// The EC2 and ECR ports that delete an image's output resources (issue 5).
+    /// The EC2 and ECR ports that delete an image's output resources.
     pub fn with_output_resources<A2: Amis, C2: ContainerImages>(
         self,
         amis: A2,
@@ -66,10 +68,17 @@ impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Handler<I, D, A,
     }
 
     /// The `lambda_runtime` entry point: the report as pre-serialised JSON (within the
-    /// response budget), or the whole-invocation error.
-    pub async fn invoke(&self, event: LambdaEvent<Value>) -> Result<Box<RawValue>, ReaperError> {
-        let invocation = Invocation::from_context(&event.context);
-        let report = self.handle(&event.payload, &invocation).await?;
+    /// response budget), or the whole-invocation error. The payload arrives raw (the runtime
+    /// only checks that it is JSON), so a payload a parser refuses is `InvalidEvent` here.
+    pub async fn invoke(
+        &self,
+        event: LambdaEvent<Box<RawValue>>,
+    ) -> Result<Box<RawValue>, ReaperError> {
+        let invocation = invocation_from(&event.context);
+        let payload = event::parse_payload(event.payload.get().as_bytes()).inspect_err(
+            |e| tracing::error!(errorType = "InvalidEvent", error = %e, "invocation rejected"),
+        )?;
+        let report = self.handle(&payload, &invocation).await?;
         Ok(report.to_raw_json(self.config.report_budget_bytes))
     }
 
@@ -81,48 +90,16 @@ impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Handler<I, D, A,
         event: &Value,
         invocation: &Invocation,
     ) -> Result<Report, ReaperError> {
-        self.handle_detailed(event, invocation).await.result
-    }
-
-    /// [`Handler::handle`], also returning what the engine did (every record, even when the
-    /// invocation fails), for tests and tools that audit where each item went.
-    pub async fn handle_detailed(&self, event: &Value, invocation: &Invocation) -> Handled {
-        let decoded = match event::decode(event) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::error!(errorType = "InvalidEvent", error = %e, "invocation rejected");
-                return Handled {
-                    execution: None,
-                    result: Err(e.into()),
-                };
-            }
-        };
-        // A bad per-invocation value fails the whole invocation, naming the field.
-        let output_mode = match &decoded.options.delete_output_resources {
-            None => self.config.delete_output_resources,
-            Some(v) => match config::parse_output_resources("deleteOutputResources", v) {
-                Ok(mode) => mode,
-                Err(e) => {
-                    let e = ReaperError::InvalidEvent(format!(
-                        "\"deleteOutputResources\": {v:?} is not valid; expected {}",
-                        e.expected
-                    ));
-                    tracing::error!(errorType = "InvalidEvent", error = %e, "invocation rejected");
-                    return Handled {
-                        execution: None,
-                        result: Err(e),
-                    };
-                }
-            },
-        };
-        let engine = Engine {
-            config: &self.config,
-            images: &self.images,
-            dead_letters: self.dead_letters.as_ref(),
-            output: &self.output,
-            output_mode,
-        };
-        let exec = engine.run(&decoded, invocation).await;
+        let (decoded, output_mode) = self.decode(event).inspect_err(|e| {
+            tracing::error!(errorType = e.error_type(), error = %e, "invocation rejected");
+        })?;
+        let engine = Engine::new(
+            &self.config,
+            &self.images,
+            self.dead_letters.as_ref(),
+            &self.output,
+        );
+        let exec = engine.run(&decoded, invocation, output_mode).await;
         log_outcomes(&exec.records);
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -132,37 +109,74 @@ impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Handler<I, D, A,
             "{}",
             metrics::emf_record(&exec, self.config.function_name.as_deref(), now_ms)
         );
+        conclude(&exec)
+    }
 
-        let sqs = matches!(exec.kind, InvocationKind::Sqs { .. });
-        let result = if !sqs && !exec.not_dead_lettered.is_empty() {
-            let err = dead_letter_queue_unavailable(&exec);
-            tracing::error!(errorType = "DeadLetterQueueUnavailable", error = %err, "invocation failed");
-            Err(err)
-        } else {
-            let report = Report::new(
-                &exec.records,
-                exec.dry_run,
-                sqs.then(|| exec.handed_back.clone()),
-            );
-            tracing::info!(summary = ?report.summary, "invocation done");
-            Ok(report)
+    /// The decoded event and this invocation's output-resource mode; a bad per-invocation
+    /// value fails the whole invocation, naming the field.
+    fn decode(&self, event: &Value) -> Result<(Decoded, Mode), ReaperError> {
+        let decoded = event::decode(event)?;
+        let mode = match &decoded.options.delete_output_resources {
+            None => self.config.delete_output_resources,
+            Some(v) => config::parse_output_resources("deleteOutputResources", v).map_err(|e| {
+                ReaperError::InvalidEvent(format!(
+                    "\"deleteOutputResources\": {v:?} is not valid; expected {}",
+                    e.expected
+                ))
+            })?,
         };
-        Handled {
-            execution: Some(exec),
-            result,
-        }
+        Ok((decoded, mode))
     }
 }
 
-/// The result of [`Handler::handle_detailed`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct Handled {
-    /// `None` only when the event could not be decoded.
-    pub execution: Option<Execution>,
-    pub result: Result<Report, ReaperError>,
+/// The report, or `DeadLetterQueueUnavailable` when items outside SQS that had to be
+/// dead-lettered could not be.
+fn conclude(exec: &Execution) -> Result<Report, ReaperError> {
+    let sqs = matches!(exec.kind, InvocationKind::Sqs { .. });
+    if !sqs && !exec.not_dead_lettered.is_empty() {
+        let err = dead_letter_queue_unavailable(exec);
+        tracing::error!(errorType = "DeadLetterQueueUnavailable", error = %err, "invocation failed");
+        return Err(err);
+    }
+    let report = Report::new(
+        &exec.records,
+        exec.dry_run,
+        sqs.then(|| exec.handed_back.clone()),
+    );
+    tracing::info!(summary = ?report.summary, "invocation done");
+    Ok(report)
 }
 
-/// One log line per ARN (or rejected item) outcome, with the SPEC §7 fields.
+/// From the Lambda context: the deadline (epoch ms) becomes a monotonic instant now, so
+/// everything downstream works on tokio time.
+fn invocation_from(ctx: &lambda_runtime::Context) -> Invocation {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    Invocation {
+        request_id: ctx.request_id.clone(),
+        invoked_function_arn: ctx.invoked_function_arn.clone(),
+        deadline: tokio::time::Instant::now() + remaining_until(ctx.deadline, now_ms),
+    }
+}
+
+/// Deadlines below this (2001-09-09 in epoch ms) cannot be wall-clock times.
+const EPOCH_MS_FLOOR: u64 = 1_000_000_000_000;
+
+/// Time left before `deadline_ms`. Lambda sends Unix epoch milliseconds; some local
+/// runtimes (cargo-lambda 1.9 sends `600000`) send the *remaining* milliseconds instead.
+/// Read literally such a value lies in 1970 and nothing would ever be attempted, so a value
+/// too small to be a wall-clock time is taken as a duration.
+fn remaining_until(deadline_ms: u64, now_ms: u64) -> Duration {
+    if deadline_ms < EPOCH_MS_FLOOR {
+        Duration::from_millis(deadline_ms)
+    } else {
+        Duration::from_millis(deadline_ms.saturating_sub(now_ms))
+    }
+}
+
+/// One log line per ARN (or rejected item) outcome: arn, status, errorCode, attempts,
+/// latencyMs.
 fn log_outcomes(records: &[ResultRecord]) {
     for r in records {
         // A rejected input can be a whole 256 KiB SQS body: the log gets a preview (the DLQ
@@ -247,5 +261,29 @@ fn shorten(s: &str, max: usize) -> String {
         s.to_string()
     } else {
         format!("{}…", s.chars().take(max).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadline_in_epoch_ms_is_measured_from_now() {
+        // GIVEN Lambda's wall-clock deadline 90 s after "now"
+        let now = 1_790_000_000_000;
+        // THEN 90 s remain; a deadline already passed leaves nothing
+        assert_eq!(remaining_until(now + 90_000, now), Duration::from_secs(90));
+        assert_eq!(remaining_until(now - 5, now), Duration::ZERO);
+    }
+
+    #[test]
+    fn deadline_too_small_for_a_wall_clock_is_a_duration() {
+        // GIVEN cargo-lambda's relative "600000" (10 minutes) WHEN read at any time
+        // THEN it means 10 minutes from now, not a date in 1970
+        assert_eq!(
+            remaining_until(600_000, 1_790_000_000_000),
+            Duration::from_secs(600)
+        );
     }
 }

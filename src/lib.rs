@@ -5,16 +5,23 @@
 //! ([`deadletter`]) → report ([`outcome`]), orchestrated per invocation by [`handler`].
 //! [`ports`] holds the narrow traits the engine talks through; [`aws`] holds one SDK-backed
 //! adapter per AWS service; [`config`], [`error`] and [`metrics`] are the edges.
+//! [`retention`] is the pure core of retention plans (selection rules, plan documents).
 
 pub mod arn;
 pub mod aws;
+pub mod batch;
 pub mod config;
 pub mod deadletter;
+pub mod delete;
 pub mod engine;
 pub mod error;
 pub mod event;
 pub mod handler;
+pub mod limiter;
 pub mod metrics;
 pub mod outcome;
 pub mod output_resources;
 pub mod ports;
+pub mod report;
+pub mod retention;
+pub mod retry;

@@ -5,7 +5,7 @@ use imagebuilder_reaper::config::Config;
 use imagebuilder_reaper::error::{report_init_error, ReaperError};
 use imagebuilder_reaper::handler::Handler;
 use lambda_runtime::{service_fn, LambdaEvent};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 // One thread: the work is I/O-bound, and Lambda below ~1.8 GB gives less than one vCPU, so the
 // multi-thread scheduler's cross-thread wake-ups only cost CPU (scripts/bench, 256 MB CPU
@@ -29,11 +29,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         .clone()
         .map(|url| SqsDeadLetters::new(&sdk, url));
     let handler = Handler::new(config, images, dead_letters);
-    // Issue 5: EC2 + ECR clients (per region, built on first use) for DELETE_OUTPUT_RESOURCES.
+    // EC2 + ECR clients (per region, built on first use) for DELETE_OUTPUT_RESOURCES.
     #[cfg(feature = "output-resources")]
     let handler = handler.with_output_resources(aws::ec2::Ec2::new(&sdk), aws::ecr::Ecr::new(&sdk));
     let handler = &handler;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+    // The payload arrives raw: lambda_runtime's own deserialiser would refuse JSON that
+    // serde_json::Value cannot hold (1e400, deep nesting) with an error type of its own.
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Box<RawValue>>| {
         handler.invoke(event)
     }))
     .await

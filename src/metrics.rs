@@ -1,4 +1,4 @@
-//! Metrics: one CloudWatch Embedded Metric Format record per invocation (SPEC §7).
+//! Metrics: one CloudWatch Embedded Metric Format record per invocation.
 //!
 //! Built purely ([`emf_record`]) and printed by the handler as its own stdout line, so
 //! CloudWatch extracts the metrics from the log without any API call.
@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use crate::engine::Execution;
 use crate::outcome::Status;
-use crate::output_resources::ResourceStatus;
+use crate::output_resources::entry::ResourceStatus;
 
 /// The CloudWatch namespace.
 pub const NAMESPACE: &str = "ImagebuilderReaper";
@@ -31,7 +31,7 @@ const STATUS_METRICS: [(Status, &str); 7] = [
 /// Builds the EMF record: counts per status, `DeadLettered`, `HandedBack` (retryable units
 /// returned to the caller), `DeleteImageCalls` and `DeleteImageLatency` (milliseconds; at
 /// most 100 values — past that, 100 evenly spaced quantiles of the sorted latencies, so
-/// percentiles stay right); with output resources (issue 5) also `OutputResourcesDeleted`,
+/// percentiles stay right); with output resources also `OutputResourcesDeleted`,
 /// `OutputResourcesSkipped` and `OutputResourcesFailed`. Dimension `FunctionName` when known.
 pub fn emf_record(exec: &Execution, function_name: Option<&str>, timestamp_ms: u64) -> Value {
     let mut counts = [0usize; 7];
@@ -59,7 +59,7 @@ pub fn emf_record(exec: &Execution, function_name: Option<&str>, timestamp_ms: u
     count("DeadLettered", dead_lettered);
     count("HandedBack", exec.handed_back.len());
     count("DeleteImageCalls", exec.delete_latencies.len());
-    // Issue 5: only when output resources were looked at, so the default record is unchanged.
+    // Only when output resources were looked at, so the default record is unchanged.
     let pieces: Vec<ResourceStatus> = exec
         .records
         .iter()
@@ -180,7 +180,7 @@ mod tests {
 
     #[test]
     fn output_resource_counts_appear_only_when_output_resources_were_looked_at() {
-        use crate::output_resources::{ResourceEntry, ResourceKind};
+        use crate::output_resources::entry::{ResourceEntry, ResourceKind};
         // GIVEN no output resources THEN no such metric
         assert!(emf_record(&exec(1), None, 0)
             .get("OutputResourcesDeleted")

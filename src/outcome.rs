@@ -1,4 +1,5 @@
-//! Outcomes (pure): per-ARN statuses, the routing table of SPEC §4 and the report of SPEC §6.
+//! Outcomes (pure): per-ARN statuses, the routing table (where each outcome goes) and the
+//! per-ARN record the report is built from.
 //!
 //! Nothing here does I/O. The engine produces one [`ResultRecord`] per distinct ARN (and one
 //! per rejected item); [`Report::new`] counts them and [`Report::to_json`] serialises within
@@ -8,9 +9,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::event::InvocationKind;
-use crate::output_resources::ResourceEntry;
+use crate::output_resources::entry::ResourceEntry;
 
-/// Per-ARN status (SPEC §4).
+/// Per-ARN status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Status {
@@ -56,7 +57,7 @@ impl Status {
     }
 }
 
-/// What an outcome still needs (the rows of SPEC §4's routing table).
+/// What an outcome still needs (the rows of the routing table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Need {
     /// Deleted, already gone, would be deleted, or protected.
@@ -67,7 +68,7 @@ pub enum Need {
     Retry,
 }
 
-/// Where an outcome goes first (SPEC §4), before any dead-letter send is attempted.
+/// Where an outcome goes first, before any dead-letter send is attempted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Destination {
     /// Nothing further to do.
@@ -79,7 +80,7 @@ pub enum Destination {
     HandBack,
 }
 
-/// The routing table of SPEC §4: invocation kind × what the outcome needs × whether a DLQ
+/// The routing table : invocation kind × what the outcome needs × whether a DLQ
 /// is configured. A `DeadLetter` destination whose send fails becomes `HandBack`
 /// ([`settle`]).
 pub fn destination(kind: InvocationKind, need: Need, dlq_configured: bool) -> Destination {
@@ -142,226 +143,23 @@ pub struct ResultRecord {
     pub output_resources: Vec<ResourceEntry>,
 }
 
-/// `summary` of the report.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Summary {
-    /// Result entries: distinct ARNs plus rejected items (so the status counts add up to it).
-    pub requested: usize,
-    pub deleted: usize,
-    pub already_deleted: usize,
-    pub would_delete: usize,
-    pub protected: usize,
-    pub rejected: usize,
-    pub failed: usize,
-    pub not_attempted: usize,
-    pub dead_lettered: usize,
-    pub dry_run: bool,
-}
-
-impl Summary {
-    /// Counts by status.
-    pub fn count(&self, status: Status) -> usize {
-        match status {
-            Status::Deleted => self.deleted,
-            Status::AlreadyDeleted => self.already_deleted,
-            Status::WouldDelete => self.would_delete,
-            Status::Protected => self.protected,
-            Status::Rejected => self.rejected,
-            Status::Failed => self.failed,
-            Status::NotAttempted => self.not_attempted,
+impl ResultRecord {
+    /// A record with just a subject and a status; the decision fills in the rest.
+    pub fn new(subject: Subject, status: Status) -> Self {
+        ResultRecord {
+            subject,
+            status,
+            request_id: None,
+            error_code: None,
+            message: None,
+            retryable: None,
+            attempts: 0,
+            latency_ms: 0,
+            dead_lettered: false,
+            handed_back: false,
+            output_resources: Vec::new(),
         }
     }
-
-    fn add(&mut self, status: Status) {
-        let slot = match status {
-            Status::Deleted => &mut self.deleted,
-            Status::AlreadyDeleted => &mut self.already_deleted,
-            Status::WouldDelete => &mut self.would_delete,
-            Status::Protected => &mut self.protected,
-            Status::Rejected => &mut self.rejected,
-            Status::Failed => &mut self.failed,
-            Status::NotAttempted => &mut self.not_attempted,
-        };
-        *slot += 1;
-    }
-}
-
-/// One entry of `results`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ResultEntry {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub image_build_version_arn: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub input: Option<Value>,
-    pub status: Status,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error_code: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub retryable: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub attempts: Option<u32>,
-    /// Present for every entry that needed the dead-letter queue.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dead_lettered: Option<bool>,
-    /// `true` when a source naming it was handed back for a retry.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub handed_back: bool,
-    /// One entry per AMI / snapshot / container image (absent when none were looked at).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub output_resources: Vec<ResourceEntry>,
-}
-
-impl ResultEntry {
-    fn from_record(r: &ResultRecord) -> Self {
-        let (arn, input) = match &r.subject {
-            Subject::Arn(a) => (Some(a.clone()), None),
-            Subject::Input(v) => (None, Some(v.clone())),
-        };
-        let failure = !r.status.is_success();
-        ResultEntry {
-            image_build_version_arn: arn,
-            input,
-            status: r.status,
-            request_id: r.request_id.clone(),
-            error_code: r.error_code.clone(),
-            message: r.message.clone(),
-            retryable: r.retryable,
-            attempts: (r.attempts > 0).then_some(r.attempts),
-            dead_lettered: failure.then_some(r.dead_lettered),
-            handed_back: r.handed_back,
-            output_resources: r.output_resources.clone(),
-        }
-    }
-}
-
-/// `batchItemFailures[]` entry (SQS partial batch response).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BatchItemFailure {
-    pub item_identifier: String,
-}
-
-/// The report returned by every invocation (SPEC §6).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Report {
-    pub summary: Summary,
-    pub results: Vec<ResultEntry>,
-    /// Present (possibly empty) exactly when the event came from SQS.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub batch_item_failures: Option<Vec<BatchItemFailure>>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub results_truncated: bool,
-}
-
-/// Longest `input` / `message` kept when even the failures alone exceed the budget.
-const PREVIEW_CHARS: usize = 512;
-
-impl Report {
-    /// Builds the report. `sqs_failures` is `Some` exactly for SQS invocations.
-    pub fn new(
-        records: &[ResultRecord],
-        dry_run: bool,
-        sqs_failures: Option<Vec<String>>,
-    ) -> Report {
-        let mut summary = Summary {
-            requested: records.len(),
-            dry_run,
-            ..Summary::default()
-        };
-        for r in records {
-            summary.add(r.status);
-            if r.dead_lettered && !r.status.is_success() {
-                summary.dead_lettered += 1;
-            }
-        }
-        Report {
-            summary,
-            results: records.iter().map(ResultEntry::from_record).collect(),
-            batch_item_failures: sqs_failures.map(|ids| {
-                ids.into_iter()
-                    .map(|item_identifier| BatchItemFailure { item_identifier })
-                    .collect()
-            }),
-            results_truncated: false,
-        }
-    }
-
-    /// Serialises within `budget` bytes: past it, successful entries are dropped (the
-    /// counts stay) and `resultsTruncated` is set; if failures alone still exceed it, their
-    /// raw `input`s and messages are shortened to previews (they are in the DLQ or handed
-    /// back in full). Entries of failures/rejections and `batchItemFailures` are never cut.
-    pub fn to_json(&self, budget: usize) -> String {
-        let full = serde_json::to_string(self).expect("report serialises");
-        if full.len() <= budget {
-            return full;
-        }
-        let failures: Vec<&ResultEntry> = self
-            .results
-            .iter()
-            .filter(|e| !e.status.is_success())
-            .collect();
-        let view = ReportView {
-            summary: &self.summary,
-            results: failures.clone(),
-            batch_item_failures: self.batch_item_failures.as_deref(),
-            results_truncated: true,
-        };
-        let trimmed = serde_json::to_string(&view).expect("report serialises");
-        if trimmed.len() <= budget {
-            return trimmed;
-        }
-        let shortened: Vec<ResultEntry> = failures.iter().map(|e| shorten(e)).collect();
-        let view = ReportView {
-            results: shortened.iter().collect(),
-            ..view
-        };
-        serde_json::to_string(&view).expect("report serialises")
-    }
-
-    /// [`Report::to_json`] as a raw JSON value (what the Lambda handler returns, so the
-    /// runtime does not serialise it a second time).
-    pub fn to_raw_json(&self, budget: usize) -> Box<serde_json::value::RawValue> {
-        serde_json::value::RawValue::from_string(self.to_json(budget)).expect("valid JSON")
-    }
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ReportView<'a> {
-    summary: &'a Summary,
-    results: Vec<&'a ResultEntry>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    batch_item_failures: Option<&'a [BatchItemFailure]>,
-    results_truncated: bool,
-}
-
-fn preview(s: &str) -> String {
-    if s.chars().count() <= PREVIEW_CHARS {
-        s.to_string()
-    } else {
-        let cut: String = s.chars().take(PREVIEW_CHARS).collect();
-        format!("{cut}…")
-    }
-}
-
-fn shorten(e: &ResultEntry) -> ResultEntry {
-    let mut e = e.clone();
-    if let Some(input) = &e.input {
-        let text = match input {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        e.input = Some(Value::String(preview(&text)));
-    }
-    e.message = e.message.as_deref().map(preview);
-    e
 }
 
 #[cfg(test)]
@@ -402,92 +200,5 @@ mod tests {
         assert_eq!(Status::Failed.need(false), Need::DeadLetter);
         assert_eq!(Status::Failed.need(true), Need::Retry);
         assert_eq!(Status::NotAttempted.need(true), Need::Retry);
-    }
-
-    fn record(n: usize, status: Status) -> ResultRecord {
-        ResultRecord {
-            subject: Subject::Arn(format!(
-                "arn:aws:imagebuilder:us-east-1:123456789012:image/img/1.0.0/{n}"
-            )),
-            status,
-            request_id: Some(format!("req-{n}")),
-            error_code: (!status.is_success()).then(|| "ClientException".into()),
-            message: None,
-            retryable: (status == Status::Failed).then_some(false),
-            attempts: 1,
-            latency_ms: 3,
-            dead_lettered: status == Status::Failed,
-            handed_back: false,
-            output_resources: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn report_is_camel_case_and_counts_add_up() {
-        let records = vec![record(1, Status::Deleted), record(2, Status::Failed)];
-        let report = Report::new(&records, false, Some(vec!["m-1".into()]));
-        let v: Value = serde_json::from_str(&report.to_json(usize::MAX)).unwrap();
-        assert_eq!(v["summary"]["requested"], 2);
-        assert_eq!(v["summary"]["deleted"], 1);
-        assert_eq!(v["summary"]["failed"], 1);
-        assert_eq!(v["summary"]["deadLettered"], 1);
-        assert_eq!(v["summary"]["alreadyDeleted"], 0);
-        assert_eq!(v["summary"]["dryRun"], false);
-        assert_eq!(
-            v["results"][0]["imageBuildVersionArn"],
-            records[0].subject_arn()
-        );
-        assert_eq!(v["results"][0]["requestId"], "req-1");
-        assert_eq!(v["results"][1]["errorCode"], "ClientException");
-        assert_eq!(v["results"][1]["deadLettered"], true);
-        assert_eq!(v["batchItemFailures"][0]["itemIdentifier"], "m-1");
-        assert!(v.get("resultsTruncated").is_none());
-    }
-
-    #[test]
-    fn batch_item_failures_absent_for_non_sqs() {
-        let report = Report::new(&[record(1, Status::Deleted)], false, None);
-        let v: Value = serde_json::from_str(&report.to_json(usize::MAX)).unwrap();
-        assert!(v.get("batchItemFailures").is_none());
-    }
-
-    #[test]
-    fn past_the_budget_successes_are_dropped_first_and_failures_kept() {
-        // GIVEN 10,000 deleted ARNs and 3 failures
-        let mut records: Vec<_> = (0..10_000).map(|n| record(n, Status::Deleted)).collect();
-        records.extend((0..3).map(|n| record(20_000 + n, Status::Failed)));
-        let report = Report::new(&records, false, Some(vec!["m".into()]));
-        // WHEN serialised with a budget smaller than the full report
-        let started = std::time::Instant::now();
-        let json = report.to_json(100_000);
-        let elapsed = started.elapsed();
-        // THEN only the failures remain, the counts stay, and it is flagged
-        let v: Value = serde_json::from_str(&json).unwrap();
-        assert!(json.len() <= 100_000);
-        assert_eq!(v["resultsTruncated"], true);
-        assert_eq!(v["results"].as_array().unwrap().len(), 3);
-        assert_eq!(v["summary"]["deleted"], 10_000);
-        assert_eq!(v["batchItemFailures"].as_array().unwrap().len(), 1);
-        assert!(elapsed.as_millis() < 1000, "took {elapsed:?}");
-    }
-
-    #[test]
-    fn huge_rejected_inputs_are_shortened_not_dropped() {
-        let mut r = record(1, Status::Rejected);
-        r.subject = Subject::Input(Value::String("x".repeat(200_000)));
-        let report = Report::new(&[r], false, None);
-        let json = report.to_json(10_000);
-        let v: Value = serde_json::from_str(&json).unwrap();
-        assert_eq!(v["results"].as_array().unwrap().len(), 1);
-        assert!(json.len() < 10_000);
-    }
-
-    impl ResultRecord {
-        fn subject_arn(&self) -> &str {
-            match &self.subject {
-                Subject::Arn(a) => a,
-                Subject::Input(_) => "",
-            }
-        }
     }
 }

@@ -7,9 +7,11 @@
 use std::collections::HashMap;
 use std::future::Future;
 
+use std::fmt;
+
 use crate::arn::ImageArn;
 
-/// What a failed call means for the ARN (SPEC §4).
+/// What a failed call means for the ARN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorClass {
     /// Throttling, 5xx, timeouts, connection errors: try again.
@@ -72,7 +74,7 @@ pub struct Deleted {
 pub struct ImageInfo {
     pub tags: HashMap<String, String>,
     /// `image.outputResources`: the AMIs and container images DeleteImage leaves behind.
-    pub output_resources: crate::output_resources::OutputResources,
+    pub output_resources: OutputResources,
     pub request_id: Option<String>,
 }
 
@@ -95,10 +97,13 @@ pub trait Images: Send + Sync {
 pub struct DeadLetterMessage {
     /// Batch entry id, unique within one call (`[A-Za-z0-9_-]{1,80}`).
     pub id: String,
-    /// The SPEC §5 JSON body.
+    /// The JSON body.
     pub body: String,
     /// The `errorCode` String message attribute.
     pub error_code: String,
+    /// The body's `dedupKey`: the same for the same source, item and error, so a repeated
+    /// send can be recognised (a FIFO queue's MessageDeduplicationId).
+    pub dedup_key: String,
 }
 
 impl DeadLetterMessage {
@@ -120,7 +125,55 @@ pub trait DeadLetterSink: Send + Sync {
     ) -> impl Future<Output = Result<Vec<Result<(), CallError>>, CallError>> + Send;
 }
 
-// ---- Output resources (issue 5): EC2 AMIs + snapshots, ECR images ------------------------
+// ---- Output resources: EC2 AMIs + snapshots, ECR images ----------------------------------
+
+/// `outputResources` of GetImage, as the Image Builder adapter hands it over.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutputResources {
+    pub amis: Vec<OutputAmi>,
+    pub containers: Vec<OutputContainer>,
+}
+
+impl OutputResources {
+    /// Whether GetImage listed nothing.
+    pub fn is_empty(&self) -> bool {
+        self.amis.is_empty() && self.containers.is_empty()
+    }
+}
+
+/// `outputResources.amis[]`: one AMI per distribution target (region × account).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutputAmi {
+    pub region: Option<String>,
+    /// The AMI id (`image` in the service model).
+    pub image_id: Option<String>,
+    /// The account the AMI was distributed to; `None` means the image's own account.
+    pub account_id: Option<String>,
+}
+
+/// `outputResources.containers[]`: the URIs of one distribution target's container images.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutputContainer {
+    pub region: Option<String>,
+    pub image_uris: Vec<String>,
+}
+/// How one image inside a repository is named.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ImageReference {
+    /// `REPO:TAG`.
+    Tag(String),
+    /// `REPO@sha256:HEX` (the whole `algorithm:hex` string).
+    Digest(String),
+}
+
+impl fmt::Display for ImageReference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ImageReference::Tag(t) => write!(f, ":{t}"),
+            ImageReference::Digest(d) => write!(f, "@{d}"),
+        }
+    }
+}
 
 /// One AMI as DescribeImages reports it (only what the cleanup needs).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -188,6 +241,51 @@ pub trait ContainerImages: Send + Sync {
         region: &str,
         registry_id: &str,
         repository: &str,
-        images: &[crate::output_resources::uri::ImageReference],
+        images: &[ImageReference],
     ) -> impl Future<Output = Result<Vec<Result<Removal, CallError>>, CallError>> + Send;
+}
+
+// ---- Null adapters ------------------------------------------------------------------------
+
+/// Ports of a function built or wired without EC2/ECR: every call fails permanently with
+/// [`Unavailable::CODE`]. Configuration refuses any mode but `none` in a build without the
+/// `output-resources` feature, so these are reached only by a miswired handler.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unavailable;
+
+impl Unavailable {
+    pub const CODE: &'static str = "OutputResourcesUnavailable";
+    fn error() -> CallError {
+        CallError::permanent(
+            Self::CODE,
+            "this function has no EC2/ECR clients (built without the output-resources feature)",
+        )
+    }
+}
+
+impl Amis for Unavailable {
+    async fn describe_image(&self, _: &str, _: &str) -> Result<Option<AmiDescription>, CallError> {
+        Err(Self::error())
+    }
+    async fn snapshots_left_by(&self, _: &str, _: &str) -> Result<Vec<String>, CallError> {
+        Err(Self::error())
+    }
+    async fn deregister_image(&self, _: &str, _: &str) -> Result<(), CallError> {
+        Err(Self::error())
+    }
+    async fn delete_snapshot(&self, _: &str, _: &str) -> Result<Removal, CallError> {
+        Err(Self::error())
+    }
+}
+
+impl ContainerImages for Unavailable {
+    async fn batch_delete_image(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: &[ImageReference],
+    ) -> Result<Vec<Result<Removal, CallError>>, CallError> {
+        Err(Self::error())
+    }
 }

@@ -1,12 +1,13 @@
 //! `ib-emulator` binary: runs the EC2 Image Builder emulator on 127.0.0.1 until SIGINT or
 //! SIGTERM. Prints exactly one line, `listening on 127.0.0.1:PORT`, to stdout once ready, so
-//! scripts can wait for it; everything else goes to stderr.
+//! scripts can wait for it; everything else goes to stderr. With `--ec2-upstream`, it also
+//! runs the EC2 front in front of moto and then prints `ec2 listening on 127.0.0.1:PORT`.
 
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 
-use ib_emulator::{Emulator, Faults, SeedImage};
+use ib_emulator::{Ec2Front, Emulator, Faults, RateLimit, SeedImage};
 
 const USAGE: &str = "\
 ib-emulator: local EC2 Image Builder emulator (REST-JSON, imagebuilder 2019-12-02)
@@ -16,18 +17,26 @@ USAGE:
 
 OPTIONS:
     --port N             port on 127.0.0.1 (default 0 = any free port)
-    --seed FILE          JSON array of images: [{\"arn\", \"state\"?, \"tags\"?, \"outputResources\"?}]
+    --seed FILE          JSON array of images:
+                         [{\"arn\", \"state\"?, \"tags\"?, \"outputResources\"?, \"dateCreated\"?}]
     --latency-ms N       fixed latency per API call
     --jitter-ms N        extra uniform latency 0..=N per call
     --throttle-rate F    fraction of calls answered 429 CallRateLimitExceededException
     --error-rate F       fraction of calls answered 500 ServiceException / 503 ServiceUnavailableException
-    --max-rps F          token-bucket request rate limit; excess answered 429
+    --max-rps F          token-bucket request rate limit over all operations; excess answered 429
+    --rate-limit OP=RATE[/BURST]
+                         token bucket for one operation (e.g. DeleteImage=100/10), shared by
+                         all callers; BURST defaults to one second's worth; repeatable
     --implicit-images    every valid build-version ARN not yet deleted exists
     --verbose            log every call to stderr
+    --ec2-upstream URL   also run the EC2 front, forwarding to moto at URL (http://HOST:PORT)
+    --ec2-port N         the EC2 front's port on 127.0.0.1 (default 0 = any free port)
     -h, --help           this text
 
 Point SDK clients at it with AWS_ENDPOINT_URL_IMAGEBUILDER=http://127.0.0.1:PORT.
-Control API (no auth): /_emulator/{health,images,faults,script,calls,stats,reset-stats}.
+Control API (no auth): /_emulator/{health,images,history,faults,script,calls,stats,reset-stats}.
+EC2 front: AWS_ENDPOINT_URL_EC2=http://127.0.0.1:PORT; control API /_ec2/{health,images,
+references,faults,calls}.
 ";
 
 struct Options {
@@ -35,6 +44,8 @@ struct Options {
     seed: Option<String>,
     faults: Faults,
     verbose: bool,
+    ec2_upstream: Option<String>,
+    ec2_port: Option<u16>,
 }
 
 fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, String> {
@@ -43,6 +54,8 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
         seed: None,
         faults: Faults::default(),
         verbose: false,
+        ec2_upstream: None,
+        ec2_port: None,
     };
     let mut args = args.peekable();
     while let Some(arg) = args.next() {
@@ -76,10 +89,19 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
                 }
                 opts.faults.max_rps = Some(r);
             }
+            "--rate-limit" => {
+                let (op, limit) = rate_limit(&value(&flag)?)?;
+                opts.faults.rate_limits.insert(op, limit);
+            }
             "--implicit-images" => opts.faults.implicit_images = true,
             "--verbose" | "-v" => opts.verbose = true,
+            "--ec2-upstream" => opts.ec2_upstream = Some(value(&flag)?),
+            "--ec2-port" => opts.ec2_port = Some(num(&flag, value(&flag)?)?),
             other => return Err(format!("unknown argument {other:?} (see --help)")),
         }
+    }
+    if opts.ec2_port.is_some() && opts.ec2_upstream.is_none() {
+        return Err("--ec2-port needs --ec2-upstream".into());
     }
     Ok(Some(opts))
 }
@@ -91,6 +113,27 @@ fn rate(flag: &str, v: String) -> Result<f64, String> {
             "{flag}: expected a fraction between 0 and 1, got {v:?}"
         )),
     }
+}
+
+/// Parses `OP=RATE[/BURST]`: RATE ≥ 0 per second, BURST ≥ 0 (default one second's worth,
+/// at least 1).
+fn rate_limit(v: &str) -> Result<(String, RateLimit), String> {
+    let usage = || format!("--rate-limit: expected OP=RATE[/BURST], got {v:?}");
+    let (op, spec) = v.split_once('=').ok_or_else(usage)?;
+    let (rate, burst) = match spec.split_once('/') {
+        Some((r, b)) => (r, Some(b)),
+        None => (spec, None),
+    };
+    let number = |s: &str| s.parse::<f64>().ok().filter(|n| n.is_finite() && *n >= 0.0);
+    let rate = number(rate).ok_or_else(usage)?;
+    let mut limit = RateLimit::per_second(rate);
+    if let Some(b) = burst {
+        limit.burst = number(b).ok_or_else(usage)?;
+    }
+    if op.is_empty() {
+        return Err(usage());
+    }
+    Ok((op.to_string(), limit))
 }
 
 fn load_seed(path: &str) -> Result<Vec<SeedImage>, String> {
@@ -133,6 +176,24 @@ async fn main() -> ExitCode {
     };
     println!("listening on {bound}");
     let _ = std::io::stdout().flush();
+    // Kept alive until exit: the front serves on the runtime's tasks.
+    let _ec2 = match &opts.ec2_upstream {
+        None => None,
+        Some(upstream) => {
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, opts.ec2_port.unwrap_or(0)));
+            match Ec2Front::start(upstream, addr).await {
+                Ok(front) => {
+                    println!("ec2 listening on {}", front.addr());
+                    let _ = std::io::stdout().flush();
+                    Some(front)
+                }
+                Err(e) => {
+                    eprintln!("ib-emulator: cannot start the EC2 front on {addr}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
 
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
@@ -149,4 +210,50 @@ async fn main() -> ExitCode {
         eprintln!("ib-emulator: shutting down");
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_flags_parse_and_repeat() {
+        // GIVEN two --rate-limit flags, with and without a burst
+        let args = [
+            "--rate-limit",
+            "DeleteImage=100/10",
+            "--rate-limit=GetImage=0.5",
+        ];
+        // WHEN parsed
+        let opts = parse_args(args.iter().map(|s| s.to_string()))
+            .unwrap()
+            .unwrap();
+        // THEN each operation has its bucket; a missing burst is one second's worth (≥ 1)
+        let limits = &opts.faults.rate_limits;
+        assert_eq!(
+            limits["DeleteImage"],
+            RateLimit {
+                rate: 100.0,
+                burst: 10.0
+            }
+        );
+        assert_eq!(
+            limits["GetImage"],
+            RateLimit {
+                rate: 0.5,
+                burst: 1.0
+            }
+        );
+        // AND malformed values are refused with the expected form
+        for bad in [
+            "DeleteImage",
+            "=5",
+            "DeleteImage=-1",
+            "DeleteImage=5/x",
+            "X=nan",
+        ] {
+            let e = parse_args(["--rate-limit", bad].iter().map(|s| s.to_string()));
+            assert!(e.is_err_and(|m| m.contains("OP=RATE")), "{bad}");
+        }
+    }
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{arn, auth, delete_target, seed_image, start, Conn};
-use ib_emulator::{Faults, SeedImage, Step};
+use ib_emulator::{Faults, RateLimit, SeedImage, Step};
 use serde_json::json;
 
 // ---------------------------------------------------------------------------------------
@@ -69,6 +69,7 @@ async fn get_image_returns_the_image_structure() {
         output_resources: Some(
             json!({"amis": [], "containers": [{"region": "eu-west-1", "imageUris": ["x"]}]}),
         ),
+        ..Default::default()
     }]);
     let mut c = Conn::connect(addr).await;
 
@@ -509,6 +510,161 @@ async fn max_rps_limits_accepted_calls() {
     assert_eq!(ok_after, 5);
 }
 
+#[tokio::test]
+async fn an_operation_bucket_throttles_exactly_the_calls_beyond_its_burst() {
+    // GIVEN DeleteImage limited to a burst of 5, refilling too slowly to matter in a test
+    // (one token per 1000 s)
+    let (emu, addr) = start(Faults {
+        rate_limits: BTreeMap::from([(
+            "DeleteImage".into(),
+            RateLimit {
+                rate: 0.001,
+                burst: 5.0,
+            },
+        )]),
+        implicit_images: true,
+        ..Default::default()
+    })
+    .await;
+    let mut c = Conn::connect(addr).await;
+
+    // WHEN 5 + 3 deletes are sent back to back
+    let mut statuses = Vec::new();
+    for n in 0..8 {
+        let r = c.delete_image(&arn(n)).await;
+        statuses.push(r.status);
+        if r.status == 429 {
+            assert_eq!(r.error_type(), Some("CallRateLimitExceededException"));
+        }
+    }
+
+    // THEN the first 5 pass and exactly the 3 beyond the burst are throttled
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
+    assert_eq!(emu.throttled("DeleteImage"), 3);
+    assert_eq!(
+        emu.stats()["throttledByOperation"],
+        json!({"DeleteImage": 3})
+    );
+    // AND a throttled delete deleted nothing
+    assert!(emu.image_exists(&arn(7)));
+}
+
+#[tokio::test]
+async fn a_limited_operation_does_not_limit_the_others() {
+    // GIVEN DeleteImage limited to one call in total
+    let (emu, addr) = start(Faults {
+        rate_limits: BTreeMap::from([(
+            "DeleteImage".into(),
+            RateLimit {
+                rate: 0.0,
+                burst: 1.0,
+            },
+        )]),
+        implicit_images: true,
+        ..Default::default()
+    })
+    .await;
+    let mut c = Conn::connect(addr).await;
+
+    // WHEN DeleteImage uses its call, then GetImage and ListImageBuildVersions run freely
+    assert_eq!(c.delete_image(&arn(1)).await.status, 200);
+    for n in 2..22 {
+        assert_eq!(c.get_image(&arn(n)).await.status, 200);
+    }
+    let list = c
+        .list("ListImageBuildVersions", "us-east-1", &json!({}))
+        .await;
+
+    // THEN only DeleteImage is throttled
+    assert_eq!(list.status, 200);
+    assert_eq!(c.delete_image(&arn(2)).await.status, 429);
+    assert_eq!(
+        (emu.throttled("DeleteImage"), emu.throttled("GetImage")),
+        (1, 0)
+    );
+}
+
+#[tokio::test]
+async fn one_bucket_per_operation_is_shared_by_every_caller() {
+    // GIVEN GetImage limited to a burst of 4 (no refill)
+    let (emu, addr) = start(Faults {
+        rate_limits: BTreeMap::from([(
+            "GetImage".into(),
+            RateLimit {
+                rate: 0.0,
+                burst: 4.0,
+            },
+        )]),
+        implicit_images: true,
+        ..Default::default()
+    })
+    .await;
+
+    // WHEN 10 callers on 10 connections call at once (like 10 function instances)
+    let tasks: Vec<_> = (0..10)
+        .map(|n| {
+            tokio::spawn(async move { Conn::connect(addr).await.get_image(&arn(n)).await.status })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+
+    // THEN 4 in total pass and 6 are throttled, whoever sent them
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 4);
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 6);
+    assert_eq!(emu.throttled("GetImage"), 6);
+}
+
+#[tokio::test]
+async fn rate_limits_are_set_over_the_control_api() {
+    let (emu, addr) = start(Faults {
+        implicit_images: true,
+        ..Default::default()
+    })
+    .await;
+    let mut c = Conn::connect(addr).await;
+
+    // GIVEN GetImage limited to 2 calls over HTTP (missing burst would be one second's worth)
+    let limits = r#"{"implicitImages": true, "rateLimits": {"GetImage": {"rate": 0, "burst": 2}}}"#;
+    let f = c.control("POST", "/_emulator/faults", limits).await.json();
+    assert_eq!(
+        f["rateLimits"]["GetImage"],
+        json!({"rate": 0.0, "burst": 2.0})
+    );
+
+    // WHEN GetImage is called 3 times
+    let mut statuses = Vec::new();
+    for n in 0..3 {
+        statuses.push(c.get_image(&arn(n)).await.status);
+    }
+
+    // THEN the third is throttled
+    assert_eq!(statuses, [200, 200, 429]);
+
+    // AND re-sending the same limit does not hand out a fresh burst
+    let same = r#"{"rateLimits": {"GetImage": {"rate": 0, "burst": 2}}}"#;
+    c.control("PATCH", "/_emulator/faults", same).await;
+    assert_eq!(c.get_image(&arn(9)).await.status, 429);
+
+    // AND a changed limit starts full; PATCH leaves the other fields alone
+    let more = r#"{"rateLimits": {"GetImage": {"rate": 0, "burst": 1}}}"#;
+    let f = c.control("PATCH", "/_emulator/faults", more).await.json();
+    assert_eq!(f["implicitImages"], true);
+    assert_eq!(c.get_image(&arn(10)).await.status, 200);
+    assert_eq!(c.get_image(&arn(11)).await.status, 429);
+    assert_eq!(emu.stats()["throttledByOperation"]["GetImage"], 3);
+
+    // AND an invalid limit is refused with 400 and changes nothing
+    let bad = r#"{"rateLimits": {"GetImage": {"burst": 1}}}"#;
+    assert_eq!(
+        c.control("PATCH", "/_emulator/faults", bad).await.status,
+        400
+    );
+    assert_eq!(emu.faults().rate_limits["GetImage"].burst, 1.0);
+}
+
 // ---------------------------------------------------------------------------------------
 // Control API
 
@@ -607,6 +763,7 @@ async fn binary_announces_its_port_serves_seed_and_exits_on_sigterm() {
         .args(["--port", "0", "--seed"])
         .arg(&seed)
         .arg("--latency-ms=1")
+        .args(["--rate-limit", "GetImage=0/1"])
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -626,6 +783,9 @@ async fn binary_announces_its_port_serves_seed_and_exits_on_sigterm() {
         .unwrap();
     assert!(addr.ip().is_loopback() && addr.port() != 0);
     let mut c = Conn::connect(addr).await;
+    // AND applies the --rate-limit flag to its operation only
+    assert_eq!(c.get_image(&arn(7)).await.status, 200);
+    assert_eq!(c.get_image(&arn(7)).await.status, 429);
     assert_eq!(c.delete_image(&arn(7)).await.status, 200);
 
     // WHEN it receives SIGTERM

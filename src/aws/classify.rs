@@ -1,4 +1,4 @@
-//! THE error classification (SPEC §4): every failed call of every operation we call becomes a
+//! THE error classification: every failed call of every operation we call becomes a
 //! [`CallError`] here, and only here — an SDK error by its [`SdkError`] variant, the
 //! operation's modelled error enum and the error code from the response metadata; an EC2
 //! Query error (the thin client in [`crate::aws::ec2`]) by its [`QueryFailure`] kind, error
@@ -102,7 +102,7 @@ const RETRYABLE_CODES: &[&str] = &[
     "ServiceUnavailable",
 ];
 
-/// Classifies any SDK error of the operations we call (SPEC §4).
+/// Classifies any SDK error of the operations we call.
 pub fn classify<E>(err: &SdkError<E, HttpResponse>) -> CallError
 where
     E: ProvideErrorMetadata + ModelledClass + std::error::Error + 'static,

@@ -13,7 +13,7 @@ use aws_sdk_ecr::Client;
 
 use super::classify::{classify, ModelledClass};
 use super::RegionalClients;
-use crate::output_resources::uri::ImageReference;
+use crate::ports::ImageReference;
 use crate::ports::{CallError, ContainerImages, ErrorClass, Removal};
 
 impl ModelledClass for BatchDeleteImageError {

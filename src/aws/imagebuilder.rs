@@ -11,8 +11,8 @@ use aws_sdk_imagebuilder::Client;
 use super::classify::classify;
 use super::RegionalClients;
 use crate::arn::ImageArn;
-use crate::output_resources::{OutputAmi, OutputContainer, OutputResources};
 use crate::ports::{CallError, Deleted, ImageInfo, Images};
+use crate::ports::{OutputAmi, OutputContainer, OutputResources};
 
 /// [`Images`] backed by the AWS SDK.
 #[derive(Debug)]

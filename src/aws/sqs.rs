@@ -4,7 +4,6 @@
 //! is per entry: an entry counts as sent only if SQS lists it under `Successful`.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
 
 use aws_config::{Region, SdkConfig};
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
@@ -58,13 +57,12 @@ fn entry(m: &DeadLetterMessage, fifo: bool) -> Result<SendMessageBatchRequestEnt
         .message_body(&m.body)
         .message_attributes("errorCode", attr);
     if fifo {
-        // A FIFO dead-letter queue needs a group; the body (with its failedAt) makes the
-        // deduplication id, so a retried send is not duplicated.
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        m.body.hash(&mut h);
+        // A FIFO dead-letter queue needs a group; the body's dedupKey (same source, item and
+        // error) makes the deduplication id, so a send repeated after a partial failure, or
+        // by a redelivered record, is not duplicated.
         b = b
             .message_group_id("imagebuilder-reaper")
-            .message_deduplication_id(format!("{:016x}", h.finish()));
+            .message_deduplication_id(&m.dedup_key);
     }
     b.build()
         .map_err(|e| CallError::permanent("ConstructionFailure", e.to_string()))
@@ -122,7 +120,22 @@ impl DeadLetterSink for SqsDeadLetters {
 
 #[cfg(test)]
 mod tests {
-    use super::region_of_queue_url;
+    use super::{entry, region_of_queue_url};
+    use crate::ports::DeadLetterMessage;
+
+    #[test]
+    fn a_fifo_entry_is_deduplicated_by_the_dedup_key() {
+        let m = DeadLetterMessage {
+            id: "m0".into(),
+            body: "{}".into(),
+            error_code: "InvalidMessage".into(),
+            dedup_key: "0123abcd".into(),
+        };
+        let e = entry(&m, true).unwrap();
+        assert_eq!(e.message_deduplication_id(), Some("0123abcd"));
+        assert!(e.message_group_id().is_some());
+        assert_eq!(entry(&m, false).unwrap().message_deduplication_id(), None);
+    }
 
     #[test]
     fn queue_region_is_read_from_the_url() {

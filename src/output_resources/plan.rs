@@ -4,8 +4,10 @@
 //! account (distributed copies: never touched), which container URIs cannot be parsed, and
 //! how container images group into one BatchDeleteImage call per repository.
 
-use super::uri::{self, ImageReference};
-use super::{Mode, OutputResources, ResourceEntry, ResourceKind, ResourceStatus};
+use crate::output_resources::entry::{ResourceEntry, ResourceKind, ResourceStatus};
+use crate::output_resources::mode::Mode;
+use crate::output_resources::uri;
+use crate::ports::{ImageReference, OutputResources};
 
 /// BatchDeleteImage takes at most 100 image ids per call.
 pub const ECR_BATCH_LIMIT: usize = 100;
@@ -191,7 +193,7 @@ fn foreign(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output_resources::{OutputAmi, OutputContainer};
+    use crate::ports::{OutputAmi, OutputContainer};
 
     const OWN: &str = "123456789012";
     const OTHER: &str = "210987654321";

@@ -10,60 +10,20 @@
 use futures::future::join_all;
 use std::sync::Mutex;
 
-use super::plan::{AmiTask, ContainerGroup, Plan, ECR_BATCH_LIMIT};
-use super::uri::ImageReference;
-use super::{verdict, ResourceEntry, ResourceKind, ResourceStatus, Verdict};
-use crate::engine::{with_retries, Attempted, RetryPolicy, Window};
-use crate::ports::{AmiDescription, Amis, CallError, ContainerImages, ErrorClass, Removal};
+use crate::output_resources::entry::{
+    verdict, ResourceEntry, ResourceKind, ResourceStatus, Verdict,
+};
+use crate::output_resources::plan::{AmiTask, ContainerGroup, Plan, ECR_BATCH_LIMIT};
+use crate::ports::{
+    AmiDescription, Amis, CallError, ContainerImages, ErrorClass, ImageReference, Removal,
+};
+use crate::retry::{with_retries, Attempted, RetryPolicy, Window};
 
 /// The two output-resource ports, as the engine holds them.
 #[derive(Debug, Clone, Default)]
 pub struct Cleaners<A, C> {
     pub amis: A,
     pub containers: C,
-}
-
-/// Ports of a function built or wired without EC2/ECR: every call fails permanently with
-/// [`Unavailable::CODE`]. Configuration refuses any mode but `none` in a build without the
-/// `output-resources` feature, so these are reached only by a miswired handler.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Unavailable;
-
-impl Unavailable {
-    pub const CODE: &'static str = "OutputResourcesUnavailable";
-    fn error() -> CallError {
-        CallError::permanent(
-            Self::CODE,
-            "this function has no EC2/ECR clients (built without the output-resources feature)",
-        )
-    }
-}
-
-impl Amis for Unavailable {
-    async fn describe_image(&self, _: &str, _: &str) -> Result<Option<AmiDescription>, CallError> {
-        Err(Self::error())
-    }
-    async fn snapshots_left_by(&self, _: &str, _: &str) -> Result<Vec<String>, CallError> {
-        Err(Self::error())
-    }
-    async fn deregister_image(&self, _: &str, _: &str) -> Result<(), CallError> {
-        Err(Self::error())
-    }
-    async fn delete_snapshot(&self, _: &str, _: &str) -> Result<Removal, CallError> {
-        Err(Self::error())
-    }
-}
-
-impl ContainerImages for Unavailable {
-    async fn batch_delete_image(
-        &self,
-        _: &str,
-        _: &str,
-        _: &str,
-        _: &[ImageReference],
-    ) -> Result<Vec<Result<Removal, CallError>>, CallError> {
-        Err(Self::error())
-    }
 }
 
 /// How to run one image's cleanup.

@@ -6,23 +6,7 @@
 
 use std::fmt;
 
-/// How one image inside a repository is named.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ImageReference {
-    /// `REPO:TAG`.
-    Tag(String),
-    /// `REPO@sha256:HEX` (the whole `algorithm:hex` string).
-    Digest(String),
-}
-
-impl fmt::Display for ImageReference {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ImageReference::Tag(t) => write!(f, ":{t}"),
-            ImageReference::Digest(d) => write!(f, "@{d}"),
-        }
-    }
-}
+use crate::ports::ImageReference;
 
 /// A parsed ECR image URI.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -117,6 +117,37 @@ impl Conn {
             .await
     }
 
+    /// `POST /<operation>` with a JSON body, signed for `region`.
+    pub async fn list(&mut self, operation: &str, region: &str, body: &Value) -> Resp {
+        let target = format!("/{operation}");
+        self.send("POST", &target, Some(&auth(region)), &body.to_string())
+            .await
+    }
+
+    /// Every page of a list operation from `body` (its `nextToken` is set per page): the
+    /// pages' items in order, and the number of pages. Panics on a non-200 page.
+    pub async fn list_all(
+        &mut self,
+        operation: &str,
+        region: &str,
+        body: &Value,
+        items: &str,
+    ) -> (Vec<Value>, usize) {
+        let (mut all, mut pages, mut body) = (Vec::new(), 0, body.clone());
+        loop {
+            let r = self.list(operation, region, &body).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            let page = r.json();
+            pages += 1;
+            all.extend(page[items].as_array().expect("item list").iter().cloned());
+            match page.get("nextToken").and_then(Value::as_str) {
+                Some(t) => body["nextToken"] = Value::from(t),
+                None => return (all, pages),
+            }
+            assert!(pages < 10_000, "pagination does not end");
+        }
+    }
+
     pub async fn control(&mut self, method: &str, path: &str, body: &str) -> Resp {
         self.send(method, path, None, body).await
     }

@@ -9,14 +9,11 @@
 //! the event and the time budget of that invocation (the `Lambda-Runtime-Deadline-Ms`
 //! header is `now + budget`, in Unix milliseconds, as in Lambda).
 
-// Shared by several test binaries; each uses a subset.
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -25,9 +22,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-/// The invoked-function ARN this Runtime API hands to the function (account 123456789012,
-/// which is therefore the function's default `ALLOWED_ACCOUNT_IDS`).
-pub const FUNCTION_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:imagebuilder-reaper";
+use super::constants::FUNCTION_ARN;
 
 /// How an invocation ended, as the function reported it.
 #[derive(Debug, Clone)]
@@ -47,13 +42,10 @@ pub struct ErrorReply {
     pub error_message: Option<String>,
     /// The `Lambda-Runtime-Function-Error-Type` request header.
     pub header_error_type: Option<String>,
-    /// The whole body (JSON, or a string if it was not JSON).
-    pub body: Value,
 }
 
 impl Reply {
     /// The response JSON; panics with the error otherwise.
-    #[allow(dead_code)]
     pub fn response(&self) -> &Value {
         match self {
             Reply::Response(v) => v,
@@ -62,7 +54,6 @@ impl Reply {
     }
 
     /// The error; panics with the response otherwise.
-    #[allow(dead_code)]
     pub fn error(&self) -> &ErrorReply {
         match self {
             Reply::Error(e) => e,
@@ -71,33 +62,18 @@ impl Reply {
     }
 }
 
-/// One finished invocation.
-#[derive(Debug, Clone)]
-pub struct Invocation {
-    pub request_id: String,
-    pub reply: Reply,
-    /// From handing out the event (the function's `next` returning) to the reply.
-    pub elapsed: Duration,
-    /// The deadline that was handed to the function.
-    pub deadline: SystemTime,
-    /// When the reply arrived.
-    pub replied_at: SystemTime,
-}
-
 struct Pending {
     request_id: String,
     body: Bytes,
     deadline_ms: u64,
-    reply: oneshot::Sender<(Reply, Instant)>,
-    started: oneshot::Sender<(Instant, u64)>,
+    reply: oneshot::Sender<Reply>,
 }
 
 struct Shared {
     queue: tokio::sync::Mutex<mpsc::UnboundedReceiver<Pending>>,
-    in_flight: Mutex<HashMap<String, oneshot::Sender<(Reply, Instant)>>>,
+    in_flight: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
     init_error: Mutex<Option<ErrorReply>>,
     init_error_notify: Notify,
-    next_calls: std::sync::atomic::AtomicUsize,
 }
 
 /// A running Runtime API server; stops when dropped (its tasks live on the test's runtime).
@@ -127,7 +103,6 @@ impl RuntimeApi {
             in_flight: Mutex::new(HashMap::new()),
             init_error: Mutex::new(None),
             init_error_notify: Notify::new(),
-            next_calls: Default::default(),
         });
         let for_loop = shared.clone();
         let accept = tokio::spawn(async move {
@@ -161,45 +136,33 @@ impl RuntimeApi {
         self.addr.to_string()
     }
 
-    /// How many times the function asked for its next invocation.
-    #[allow(dead_code)]
-    pub fn next_calls(&self) -> usize {
-        self.shared
-            .next_calls
-            .load(std::sync::atomic::Ordering::SeqCst)
-    }
-
     /// Queues `event` with a deadline `budget` from now (from when the function picks it
     /// up, as Lambda does) and waits for the function's reply. Panics after `budget` + 60 s.
-    pub async fn invoke(&self, event: &Value, budget: Duration) -> Invocation {
+    pub async fn invoke(&self, event: &Value, budget: Duration) -> Reply {
+        self.invoke_raw(Bytes::from(serde_json::to_vec(event).unwrap()), budget)
+            .await
+    }
+
+    /// [`RuntimeApi::invoke`] with the payload as given, byte for byte (JSON that
+    /// `serde_json::Value` cannot hold: numbers outside an f64, deep nesting).
+    pub async fn invoke_raw(&self, payload: Bytes, budget: Duration) -> Reply {
         let request_id = new_request_id();
         let (reply_tx, reply_rx) = oneshot::channel();
-        let (started_tx, started_rx) = oneshot::channel();
         self.tx
             .send(Pending {
                 request_id: request_id.clone(),
-                body: Bytes::from(serde_json::to_vec(event).unwrap()),
+                body: payload,
                 deadline_ms: budget.as_millis() as u64,
                 reply: reply_tx,
-                started: started_tx,
             })
             .expect("the Runtime API is running");
         let wait = budget + Duration::from_secs(60);
-        let (reply, replied) = tokio::time::timeout(wait, reply_rx)
+        tokio::time::timeout(wait, reply_rx)
             .await
             .unwrap_or_else(|_| {
                 panic!("the function did not answer invocation {request_id} within {wait:?}")
             })
-            .expect("the Runtime API dropped the invocation");
-        let replied_at = SystemTime::now();
-        let (started, deadline_ms) = started_rx.await.expect("the event was handed out");
-        Invocation {
-            request_id,
-            reply,
-            elapsed: replied.duration_since(started),
-            deadline: UNIX_EPOCH + Duration::from_millis(deadline_ms),
-            replied_at,
-        }
+            .expect("the Runtime API dropped the invocation")
     }
 
     /// Waits up to `timeout` for a `POST /runtime/init/error`.
@@ -251,9 +214,6 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Byt
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method.as_str(), segs.as_slice()) {
         ("GET", ["2018-06-01", "runtime", "invocation", "next"]) => {
-            shared
-                .next_calls
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let next = { shared.queue.lock().await.recv().await };
             let Some(p) = next else {
                 return text(
@@ -263,7 +223,6 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Byt
             };
             // The budget starts when the function gets the event, as in Lambda.
             let deadline = now_ms() + p.deadline_ms;
-            let _ = p.started.send((Instant::now(), deadline));
             shared
                 .in_flight
                 .lock()
@@ -290,17 +249,7 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Byt
         ("POST", ["2018-06-01", "runtime", "invocation", id, kind @ ("response" | "error")]) => {
             let id = id.to_string();
             let is_error = *kind == "error";
-            let header_error_type = req
-                .headers()
-                .get("lambda-runtime-function-error-type")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let body = req
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
+            let (header_error_type, body) = error_type_and_body(req).await;
             let Some(tx) = shared.in_flight.lock().unwrap().remove(&id) else {
                 return text(
                     StatusCode::BAD_REQUEST,
@@ -315,21 +264,11 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Byt
                         Value::String(String::from_utf8_lossy(&body).into_owned())
                     }))
                 };
-            let _ = tx.send((reply, Instant::now()));
+            let _ = tx.send(reply);
             text(StatusCode::ACCEPTED, r#"{"status":"OK"}"#)
         }
         ("POST", ["2018-06-01", "runtime", "init", "error"]) => {
-            let header_error_type = req
-                .headers()
-                .get("lambda-runtime-function-error-type")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let body = req
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
+            let (header_error_type, body) = error_type_and_body(req).await;
             *shared.init_error.lock().unwrap() = Some(error_reply(&body, header_error_type));
             shared.init_error_notify.notify_waiters();
             text(StatusCode::ACCEPTED, r#"{"status":"OK"}"#)
@@ -339,6 +278,22 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Byt
             r#"{"errorMessage":"no such Runtime API route"}"#,
         ),
     }
+}
+
+/// The `Lambda-Runtime-Function-Error-Type` header and the body of a function's POST.
+async fn error_type_and_body(req: Request<Incoming>) -> (Option<String>, Bytes) {
+    let header_error_type = req
+        .headers()
+        .get("lambda-runtime-function-error-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    (header_error_type, body)
 }
 
 fn error_reply(body: &[u8], header_error_type: Option<String>) -> ErrorReply {
@@ -354,6 +309,5 @@ fn error_reply(body: &[u8], header_error_type: Option<String>) -> ErrorReply {
             .and_then(Value::as_str)
             .map(str::to_string),
         header_error_type,
-        body,
     }
 }

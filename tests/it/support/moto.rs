@@ -1,4 +1,4 @@
-//! moto (local SQS and EventBridge) for end-to-end tests.
+//! moto (local SQS, EventBridge, EC2 and ECR) for end-to-end tests.
 //!
 //! One moto server per test binary, started on first use on a free 127.0.0.1 port. Tests
 //! share it and stay apart by using queues with unique names. moto runs behind a small
@@ -6,21 +6,20 @@
 //! ends — normally, by panic or by a signal — the pipe closes and moto exits, so no server
 //! is left behind even though a `static` is never dropped.
 //!
-//! SQS is driven with the AWS SDK for Rust (the crate's own `aws-sdk-sqs`); EventBridge,
-//! which the crate has no SDK for, with its JSON protocol over a plain HTTP/1.1 request.
-
-// Shared by several test binaries; each uses a subset.
-#![allow(dead_code)]
+//! SQS and ECR are driven with the AWS SDK for Rust (the crate's own clients), EC2 with the
+//! crate's own thin Query client; EventBridge, which the crate has no SDK for, with its JSON
+//! protocol over a plain HTTP/1.1 request.
 
 use std::io::{Read, Write};
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region, SharedCredentialsProvider};
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
-use serde_json::{json, Value};
+use serde_json::Value;
 
+use super::constants::REGION;
 use super::process::{free_port, venv_tool, wait_port, Proc};
 
 /// Runs moto's server and exits as soon as stdin reaches end of file.
@@ -82,16 +81,36 @@ impl Moto {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// An SQS client for this moto (region us-east-1, test credentials, plain HTTP).
-    pub fn sqs(&self) -> aws_sdk_sqs::Client {
-        let conf = aws_sdk_sqs::Config::builder()
+    /// The SDK configuration of a client of this moto: `region`, test credentials, plain
+    /// HTTP.
+    fn sdk_config(&self, region: &str) -> aws_config::SdkConfig {
+        aws_config::SdkConfig::builder()
             .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("test", "test", None, None, "e2e"))
+            .region(Region::new(region.to_string()))
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                "test", "test", None, None, "e2e",
+            )))
             .endpoint_url(self.url())
             .http_client(aws_smithy_http_client::Builder::new().build_http())
-            .build();
-        aws_sdk_sqs::Client::from_conf(conf)
+            .build()
+    }
+
+    /// An SQS client for this moto, in the function's region.
+    pub fn sqs(&self) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::new(&self.sdk_config(REGION))
+    }
+
+    /// The crate's own thin EC2 Query client for this moto (each call names its region):
+    /// seeding and checking go through the client the function uses.
+    #[cfg(feature = "output-resources")]
+    pub fn ec2(&self, region: &str) -> imagebuilder_reaper::aws::ec2::Ec2 {
+        imagebuilder_reaper::aws::ec2::Ec2::new(&self.sdk_config(region))
+    }
+
+    /// An ECR client for this moto, in `region`.
+    #[cfg(feature = "output-resources")]
+    pub fn ecr(&self, region: &str) -> aws_sdk_ecr::Client {
+        aws_sdk_ecr::Client::new(&self.sdk_config(region))
     }
 
     /// One EventBridge API call (JSON 1.1 protocol), e.g. `events("PutRule", json!({…}))`;
@@ -230,31 +249,4 @@ pub async fn drain(
         }
         tokio::time::sleep(Duration::from_millis(if was_empty { 100 } else { 0 })).await;
     }
-}
-
-/// An SQS event (as Lambda's event source mapping delivers it) with one record per
-/// `(messageId, body)`, from the queue `queue_arn`.
-pub fn sqs_event(queue_arn: &str, records: &[(&str, &str)]) -> Value {
-    let records: Vec<Value> = records
-        .iter()
-        .map(|(id, body)| {
-            json!({
-                "messageId": id,
-                "receiptHandle": format!("AQEB{id}"),
-                "body": body,
-                "attributes": {
-                    "ApproximateReceiveCount": "1",
-                    "SentTimestamp": "1767225600000",
-                    "SenderId": "AIDAEXAMPLE",
-                    "ApproximateFirstReceiveTimestamp": "1767225600001"
-                },
-                "messageAttributes": {},
-                "md5OfBody": "",
-                "eventSource": "aws:sqs",
-                "eventSourceARN": queue_arn,
-                "awsRegion": "us-east-1"
-            })
-        })
-        .collect();
-    json!({ "Records": records })
 }

@@ -1,18 +1,19 @@
 //! The bulk-delete state machine (statemachine/bulk-delete.asl.json) against the function's
-//! error contract (SPEC §6: the `errorType` names Step Functions `Retry` / `Catch` match) and
+//! error contract (: the `errorType` names Step Functions `Retry` / `Catch` match) and
 //! against the SAM template that deploys it. Offline, no AWS: JSON and plain text only
 //! (asl-validator and cfn-lint run in scripts/check-template).
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
 use imagebuilder_reaper::error::ERROR_TYPES;
 use serde_json::Value;
 
+use crate::support::process::repo_root;
+
 const ASL_PATH: &str = "statemachine/bulk-delete.asl.json";
 
 fn repo_file(rel: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel);
+    let path = repo_root().join(rel);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
@@ -174,8 +175,8 @@ fn dead_letter_queue_unavailable_is_retried_and_invalid_event_is_caught() {
             );
         }
         assert!(
-            !retried.contains("States.ALL") && !caught.contains("States.ALL"),
-            "{name}: States.ALL would hide failures that must fail the batch (and be redriven)"
+            !retried.contains("States.ALL"),
+            "{name}: retrying States.ALL would retry failures that cannot succeed on retry"
         );
         // Retries back off.
         for entry in def["Retry"].as_array().unwrap() {
@@ -255,4 +256,175 @@ fn template_deploys_this_definition_with_every_substitution() {
         used, keys,
         "the ASL's ${{placeholders}} and template.yaml's DefinitionSubstitutions must name the same keys"
     );
+}
+
+/// The state a `Catch` entry of `task` goes to (in the `States` block that holds `task`).
+fn catch_target<'a>(machine: &'a Value, task: &str, entry: &Value) -> &'a Value {
+    let next = entry["Next"]
+        .as_str()
+        .expect("a Catch names its Next state");
+    states_blocks(machine)
+        .into_iter()
+        .find(|states| states.contains_key(task))
+        .and_then(|states| states.get(next))
+        .unwrap_or_else(|| panic!("{task}: Catch goes to unknown state {next}"))
+}
+
+/// Every `States` block of the machine: the top level and each Map's `ItemProcessor`.
+fn states_blocks(machine: &Value) -> Vec<&serde_json::Map<String, Value>> {
+    let mut out = Vec::new();
+    if let Some(states) = machine.get("States").and_then(Value::as_object) {
+        out.push(states);
+        for state in states.values() {
+            if let Some(sub) = state.get("ItemProcessor") {
+                out.extend(states_blocks(sub));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn dry_run_reaches_the_function_verbatim() {
+    // The function judges dryRun (a string "true" is InvalidEvent, a misspelt key too); the
+    // state machine must not turn it into a boolean of its own, so every key of the execution
+    // input besides the ARN sources is forwarded as it is.
+    let machine = asl();
+    let maps: Vec<(String, Value)> = all_states(&machine)
+        .into_iter()
+        .filter(|(_, s)| s.get("ItemBatcher").is_some())
+        .collect();
+    assert!(!maps.is_empty(), "no Map with an ItemBatcher");
+    for (name, map) in &maps {
+        let batch_input = map["ItemBatcher"]["BatchInput"].to_string();
+        assert!(
+            !batch_input.contains("dryRun"),
+            "{name}: BatchInput re-derives dryRun instead of passing it through: {batch_input}"
+        );
+        assert!(
+            batch_input.contains("$sift($states.input")
+                && batch_input.contains("$not($k in ['imageBuildVersionArns', 'itemsS3Key'])"),
+            "{name}: BatchInput must forward every execution-input key but the ARN sources: {batch_input}"
+        );
+    }
+    for (name, task) in lambda_tasks(&machine) {
+        let payload = task["Arguments"]["Payload"].to_string();
+        assert!(
+            payload.contains("'BatchInput': $states.input.BatchInput.options")
+                && !payload.contains("dryRun"),
+            "{name}: the Payload must hand the forwarded options to the function unchanged: {payload}"
+        );
+    }
+}
+
+#[test]
+fn a_batch_that_fails_for_good_is_dead_lettered_whole_or_fails_the_execution() {
+    let machine = asl();
+    for (name, task) in lambda_tasks(&machine) {
+        let catches = task["Catch"].as_array().expect("Catch");
+        let last = catches.last().unwrap();
+        assert_eq!(
+            last["ErrorEquals"],
+            serde_json::json!(["States.ALL"]),
+            "{name}: the last Catch takes every other error, so no batch can fail unseen"
+        );
+        for entry in catches {
+            let target = catch_target(&machine, &name, entry);
+            assert_eq!(
+                target["Resource"], "arn:${Partition}:states:::sqs:sendMessage",
+                "{name}: a caught batch goes to the dead-letter queue: {target}"
+            );
+            assert_eq!(target["Arguments"]["QueueUrl"], "${DeadLetterQueueUrl}");
+            let body = target["Arguments"]["MessageBody"].to_string();
+            for field in [
+                "'input': $states.input.batch.items",
+                "'errorCode'",
+                "$states.input.batch.batchInput",
+            ] {
+                assert!(
+                    body.contains(field),
+                    "{name}: the dead letter lacks {field}: {body}"
+                );
+            }
+            // A failed send must fail the child execution, hence the Map and the execution.
+            assert!(
+                target.get("Catch").is_none(),
+                "{name}: the dead-letter send must not be caught"
+            );
+            let output = target["Output"].to_string();
+            assert!(
+                !output.contains("batch.items %")
+                    && output.contains("$count($states.input.batch.items)"),
+                "{name}: after the send only the count of items stays in the output: {output}"
+            );
+        }
+    }
+    for (name, state) in all_states(&machine) {
+        for key in ["ToleratedFailurePercentage", "ToleratedFailureCount"] {
+            assert!(
+                state.get(key).is_none(),
+                "{name}: {key} would let a batch whose dead-letter send failed vanish"
+            );
+        }
+    }
+    let summarize = all_states(&machine)
+        .into_iter()
+        .find(|(n, _)| n == "Summarize")
+        .expect("Summarize state")
+        .1;
+    let text = summarize["Output"].to_string();
+    assert!(
+        text.contains("'failedBatches': $count([$batches.failedBatch])"),
+        "the summary counts failed batches: {text}"
+    );
+}
+
+#[test]
+fn task_results_keep_counts_not_the_report() {
+    // A batch's report can be large; the Map's result must stay far under 256 KiB.
+    for (name, task) in lambda_tasks(&asl()) {
+        let output = task["Output"].to_string();
+        assert!(
+            output.contains("$sift($states.result.Payload.summary"),
+            "{name}: the task output keeps the summary's counts only: {output}"
+        );
+        assert!(
+            !output.contains("Payload.results") && !output.contains("$states.result %"),
+            "{name}: the task output must not keep the per-ARN results: {output}"
+        );
+    }
+}
+
+#[test]
+fn template_routes_async_failures_to_a_queue_of_their_own_and_alarms_on_losses() {
+    let template = repo_file("template.yaml");
+    let function = template
+        .split("\n  ReaperFunction:\n")
+        .nth(1)
+        .expect("ReaperFunction resource");
+    let async_dlq = function
+        .split("      DeadLetterQueue:\n")
+        .nth(1)
+        .and_then(|rest| {
+            rest.lines()
+                .find(|l| l.trim_start().starts_with("TargetArn:"))
+        })
+        .expect("ReaperFunction has a DeadLetterQueue TargetArn");
+    assert_eq!(
+        async_dlq.trim(),
+        "TargetArn: !GetAtt AsyncFailureQueue.Arn",
+        "failed async invocations must not go to the queue the function itself writes to"
+    );
+    assert!(template.contains("\n  AsyncFailureQueue:\n    Type: AWS::SQS::Queue\n"));
+    for metric in [
+        "MetricName: DeadLetterErrors",
+        "MetricName: AsyncEventsDropped",
+        "Value: !GetAtt DeadLetterQueue.QueueName",
+        "Value: !GetAtt AsyncFailureQueue.QueueName",
+    ] {
+        assert!(
+            template.contains(metric),
+            "template.yaml has no alarm with {metric}"
+        );
+    }
 }

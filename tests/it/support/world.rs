@@ -1,40 +1,28 @@
 //! The local world of one end-to-end test: the real function binary, started under the
 //! in-process Runtime API, talking to the in-process Image Builder emulator and to moto
-//! (SQS dead-letter queue) only through the standard endpoint variables
-//! (`AWS_ENDPOINT_URL_IMAGEBUILDER`, `AWS_ENDPOINT_URL_SQS`).
+//! (the SQS dead-letter queue; EC2 and ECR when it deletes output resources) only through
+//! the standard endpoint variables (`AWS_ENDPOINT_URL_IMAGEBUILDER`, `AWS_ENDPOINT_URL_SQS`,
+//! `AWS_ENDPOINT_URL_EC2`, `AWS_ENDPOINT_URL_ECR`).
 
-// Shared by several test binaries; each uses a subset.
-#![allow(dead_code)]
-
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use ib_emulator::{Emulator, Faults, SeedImage};
 use serde_json::Value;
 
+use super::constants::REGION;
 use super::moto::{self, Moto, Received};
 use super::process::{repo_root, Proc};
-use super::runtime_api::{Invocation, RuntimeApi};
+use super::runtime_api::{Reply, RuntimeApi};
 
 /// The function binary cargo built for this test run.
-pub const FUNCTION_BIN: &str = env!("CARGO_BIN_EXE_imagebuilder-reaper");
-
-/// The account of the invoked-function ARN (the default `ALLOWED_ACCOUNT_IDS`).
-pub const ACCOUNT: &str = "123456789012";
-
-/// An image build-version ARN in us-east-1 of [`ACCOUNT`].
-pub fn arn(name: &str, build: u32) -> String {
-    format!("arn:aws:imagebuilder:us-east-1:{ACCOUNT}:image/{name}/1.0.0/{build}")
-}
+const FUNCTION_BIN: &str = env!("CARGO_BIN_EXE_imagebuilder-reaper");
 
 /// Which dead-letter queue the function is configured with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dlq {
     /// A fresh queue in moto.
     Fresh,
-    /// `DEAD_LETTER_QUEUE_URL` unset.
-    Unset,
     /// The URL of a queue that was created and deleted again (sends fail).
     Deleted,
 }
@@ -76,6 +64,14 @@ impl Setup {
         self.dlq = dlq;
         self
     }
+    /// `DELETE_OUTPUT_RESOURCES=mode`, with EC2 and ECR in moto.
+    #[cfg(feature = "output-resources")]
+    pub fn output_resources(self, mode: &str) -> Self {
+        let moto = Moto::shared().url();
+        self.env("DELETE_OUTPUT_RESOURCES", mode)
+            .env("AWS_ENDPOINT_URL_EC2", &moto)
+            .env("AWS_ENDPOINT_URL_ECR", &moto)
+    }
 }
 
 /// A running world. Dropping it kills the function; if the test is panicking, the
@@ -86,7 +82,7 @@ pub struct World {
     pub function: Proc,
     pub moto: &'static Moto,
     pub sqs: aws_sdk_sqs::Client,
-    pub dlq_url: Option<String>,
+    dlq_url: String,
 }
 
 impl Drop for World {
@@ -103,11 +99,11 @@ impl Drop for World {
 
 /// The environment a Lambda execution environment gives the function, plus the local
 /// endpoints; `extra` overrides.
-pub fn function_env(
+fn lambda_env(
     runtime_api: &str,
     imagebuilder: &str,
     sqs: &str,
-    dlq_url: Option<&str>,
+    dlq_url: &str,
     extra: &[(String, String)],
 ) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = [
@@ -121,8 +117,8 @@ pub fn function_env(
             "/aws/lambda/imagebuilder-reaper",
         ),
         ("AWS_LAMBDA_LOG_STREAM_NAME", "2026/01/01/[$LATEST]e2e"),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
+        ("AWS_REGION", REGION),
+        ("AWS_DEFAULT_REGION", REGION),
         ("AWS_ACCESS_KEY_ID", "test"),
         ("AWS_SECRET_ACCESS_KEY", "test"),
         ("AWS_EC2_METADATA_DISABLED", "true"),
@@ -130,14 +126,12 @@ pub fn function_env(
         ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
         ("AWS_ENDPOINT_URL_IMAGEBUILDER", imagebuilder),
         ("AWS_ENDPOINT_URL_SQS", sqs),
+        ("DEAD_LETTER_QUEUE_URL", dlq_url),
         ("RUST_BACKTRACE", "1"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    if let Some(url) = dlq_url {
-        env.push(("DEAD_LETTER_QUEUE_URL".into(), url.into()));
-    }
     for (k, v) in extra {
         env.retain(|(key, _)| key != k);
         env.push((k.clone(), v.clone()));
@@ -160,8 +154,7 @@ impl World {
         let moto = Moto::shared();
         let sqs = moto.sqs();
         let dlq_url = match setup.dlq {
-            Dlq::Unset => None,
-            Dlq::Fresh => Some(moto::create_queue(&sqs, &moto::unique("e2e-dlq")).await),
+            Dlq::Fresh => moto::create_queue(&sqs, &moto::unique("e2e-dlq")).await,
             Dlq::Deleted => {
                 let url = moto::create_queue(&sqs, &moto::unique("e2e-gone")).await;
                 sqs.delete_queue()
@@ -169,7 +162,7 @@ impl World {
                     .send()
                     .await
                     .expect("DeleteQueue");
-                Some(url)
+                url
             }
         };
         let emu = Emulator::new(setup.faults);
@@ -181,11 +174,11 @@ impl World {
             ..Default::default()
         }));
         let runtime = RuntimeApi::start().await;
-        let env = function_env(
+        let env = lambda_env(
             &runtime.address(),
             &emu.endpoint_url().unwrap(),
             &moto.url(),
-            dlq_url.as_deref(),
+            &dlq_url,
             &setup.env,
         );
         let function = spawn_function(&env);
@@ -200,20 +193,56 @@ impl World {
     }
 
     /// Invokes with a 60 s budget.
-    pub async fn invoke(&self, event: &Value) -> Invocation {
+    pub async fn invoke(&self, event: &Value) -> Reply {
         self.invoke_within(event, Duration::from_secs(60)).await
     }
 
     /// Invokes with the given time budget (the Lambda deadline is that far from the moment
     /// the function receives the event).
-    pub async fn invoke_within(&self, event: &Value, budget: Duration) -> Invocation {
+    pub async fn invoke_within(&self, event: &Value, budget: Duration) -> Reply {
         self.runtime.invoke(event, budget).await
     }
 
     /// Reads and deletes the dead-letter messages, waiting for at least `expected`.
     pub async fn dead_letters(&self, expected: usize) -> Vec<Received> {
-        let url = self.dlq_url.as_deref().expect("this world has a DLQ");
-        moto::drain(&self.sqs, url, expected, Duration::from_secs(10)).await
+        moto::drain(&self.sqs, &self.dlq_url, expected, Duration::from_secs(10)).await
+    }
+
+    /// The environment of this world's function for one served by another Runtime API
+    /// (`AWS_LAMBDA_RUNTIME_API=runtime_api`); `extra` overrides.
+    pub fn function_env(
+        &self,
+        runtime_api: &str,
+        extra: &[(String, String)],
+    ) -> Vec<(String, String)> {
+        lambda_env(
+            runtime_api,
+            &self.emu.endpoint_url().unwrap(),
+            &self.moto.url(),
+            &self.dlq_url,
+            extra,
+        )
+    }
+
+    /// Puts `image` into the emulator with GetImage `outputResources` naming the AMIs
+    /// `(region, ami id)` and the container images `(region, image URI)`.
+    #[cfg(feature = "output-resources")]
+    pub fn seed_with_outputs(&self, image: &str, amis: &[(&str, &str)], uris: &[(&str, &str)]) {
+        use super::constants::ACCOUNT;
+        use serde_json::json;
+        self.emu.seed([SeedImage {
+            arn: image.to_string(),
+            output_resources: Some(json!({
+                "amis": amis.iter().map(|(region, id)| json!({
+                    "region": region, "image": id, "name": "web 2026-01-01",
+                    "state": {"status": "AVAILABLE"}, "accountId": ACCOUNT
+                })).collect::<Vec<_>>(),
+                "containers": uris.iter().map(|(region, uri)| json!({
+                    "region": region, "imageUris": [uri]
+                })).collect::<Vec<_>>(),
+            })),
+            ..Default::default()
+        }]);
     }
 
     /// How many DeleteImage calls the emulator received for `arn`.
@@ -226,24 +255,12 @@ impl World {
     }
 }
 
-/// The fixture `events/<name>` as JSON.
-pub fn fixture(name: &str) -> Value {
-    let path = repo_root().join("events").join(name);
-    let text =
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
-}
-
-/// Every `events/*.json`, sorted by name.
-pub fn fixtures() -> Vec<(String, PathBuf)> {
-    let dir = repo_root().join("events");
-    let mut out: Vec<(String, PathBuf)> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), p))
-        .collect();
-    out.sort();
-    out
+/// The entry of `report` (the JSON the function returned) for `arn`.
+pub fn result_for<'a>(report: &'a Value, arn: &str) -> &'a Value {
+    report["results"]
+        .as_array()
+        .unwrap_or_else(|| panic!("report without results: {report:#}"))
+        .iter()
+        .find(|r| r["imageBuildVersionArn"] == arn)
+        .unwrap_or_else(|| panic!("no result for {arn} in {report:#}"))
 }

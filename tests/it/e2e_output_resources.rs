@@ -1,61 +1,36 @@
-//! Issue 5 end to end: the real binary deletes an image's AMIs (in two regions), their
-//! snapshots and its ECR image in moto, then the image in the Image Builder emulator — all
-//! through the standard endpoint variables (`AWS_ENDPOINT_URL_EC2`, `AWS_ENDPOINT_URL_ECR`).
+//! Deleting output resources end to end: the real binary deletes an image's AMIs (in two
+//! regions), their snapshots and its ECR image in moto, then the image in the Image Builder
+//! emulator — all through the standard endpoint variables (`AWS_ENDPOINT_URL_EC2`,
+//! `AWS_ENDPOINT_URL_ECR`).
 //!
 //! moto 5.2's RegisterImage ignores `BlockDeviceMappings`: every AMI it registers has exactly
 //! one auto-created snapshot (described as "Auto-created snapshot for AMI ami-…"), so "an AMI
 //! with several snapshots" and "a snapshot used by another AMI" are covered with fakes in
-//! tests/output_resources.rs, not here.
+//! the `output_resources` tests, not here.
 
-#![cfg(feature = "output-resources")]
-
-#[path = "support/moto.rs"]
-mod moto;
-#[path = "support/process.rs"]
-mod process;
-#[path = "support/runtime_api.rs"]
-mod runtime_api;
-#[path = "support/world.rs"]
-mod world;
-
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use aws_sdk_ecr::config::{BehaviorVersion, Credentials, Region};
-use ib_emulator::SeedImage;
 use imagebuilder_reaper::aws::ec2::{query, Ec2, Params};
-use imagebuilder_reaper::aws::{load_sdk_config, SdkOverrides};
 use serde_json::{json, Value};
 
-use moto::Moto;
-use world::{arn, Setup, World, ACCOUNT};
+use crate::support::constants::ACCOUNT;
+use crate::support::fixtures::arn;
+use crate::support::moto::{self, Moto};
+use crate::support::world::{result_for, Setup, World};
 
 /// The crate's own EC2 client pointed at moto: seeding and checking go through the same
 /// Query client the function uses (RegisterImage and CreateTags as raw calls).
-async fn ec2(region: &str) -> Ec2 {
-    let sdk = load_sdk_config(SdkOverrides {
-        endpoint_url: Some(Moto::shared().url()),
-        credentials: Some(Credentials::new("test", "test", None, None, "e2e")),
-        region: Some(region.to_string()),
-    })
-    .await;
-    Ec2::new(&sdk)
+fn ec2(region: &str) -> Ec2 {
+    Moto::shared().ec2(region)
 }
 
 fn ecr(region: &str) -> aws_sdk_ecr::Client {
-    let conf = aws_sdk_ecr::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(region.to_string()))
-        .credentials_provider(Credentials::new("test", "test", None, None, "e2e"))
-        .endpoint_url(Moto::shared().url())
-        .http_client(aws_smithy_http_client::Builder::new().build_http())
-        .build();
-    aws_sdk_ecr::Client::from_conf(conf)
+    Moto::shared().ecr(region)
 }
 
 /// Registers an AMI in moto; returns its id and its snapshots.
 async fn seed_ami(region: &str, tags: &[(&str, &str)]) -> (String, Vec<String>) {
-    let c = ec2(region).await;
+    let c = ec2(region);
     let register = Params::new("RegisterImage").set("Name", moto::unique("e2e-ami"));
     let reply = c.call(region, &register).await.expect("RegisterImage");
     let id =
@@ -72,7 +47,6 @@ async fn seed_ami(region: &str, tags: &[(&str, &str)]) -> (String, Vec<String>) 
 
 async fn snapshots_of(region: &str, ami: &str) -> Vec<String> {
     let images = ec2(region)
-        .await
         .describe_images(region, &[ami])
         .await
         .expect("DescribeImages");
@@ -80,7 +54,7 @@ async fn snapshots_of(region: &str, ami: &str) -> Vec<String> {
 }
 
 async fn ami_registered(region: &str, ami: &str) -> bool {
-    match ec2(region).await.describe_images(region, &[ami]).await {
+    match ec2(region).describe_images(region, &[ami]).await {
         Ok(images) => !images.is_empty(),
         Err(_) => false, // InvalidAMIID.NotFound
     }
@@ -88,7 +62,7 @@ async fn ami_registered(region: &str, ami: &str) -> bool {
 
 async fn snapshot_exists(region: &str, snap: &str) -> bool {
     let describe = Params::new("DescribeSnapshots").list("SnapshotId", [snap]);
-    match ec2(region).await.call(region, &describe).await {
+    match ec2(region).call(region, &describe).await {
         Ok(reply) => reply
             .document()
             .is_ok_and(|d| query::items(d.root_element(), "snapshotSet").count() > 0),
@@ -133,44 +107,19 @@ async fn container_exists(region: &str, repo: &str) -> bool {
         .any(|i| i.image_tag() == Some("1.0.0-1"))
 }
 
-/// A world whose function deletes output resources in moto.
+/// A world whose function deletes the output resources `mode` names, in moto.
 async fn world(mode: &str, extra: &[(&str, &str)]) -> World {
-    let moto = Moto::shared().url();
-    let mut setup = Setup::default()
-        .env("DELETE_OUTPUT_RESOURCES", mode)
-        .env("AWS_ENDPOINT_URL_EC2", &moto)
-        .env("AWS_ENDPOINT_URL_ECR", &moto);
-    for (k, v) in extra {
-        setup = setup.env(k, v);
-    }
+    let setup = extra
+        .iter()
+        .fold(Setup::default().output_resources(mode), |s, (k, v)| {
+            s.env(k, v)
+        });
     World::start(setup).await
-}
-
-fn seed_image(w: &World, image: &str, amis: &[(&str, &str)], uris: &[(&str, &str)]) {
-    w.emu.seed([SeedImage {
-        arn: image.to_string(),
-        state: None,
-        tags: BTreeMap::new(),
-        output_resources: Some(json!({
-            "amis": amis.iter().map(|(region, id)| json!({
-                "region": region, "image": id, "name": "web 2026-01-01",
-                "state": {"status": "AVAILABLE"}, "accountId": ACCOUNT
-            })).collect::<Vec<_>>(),
-            "containers": uris.iter().map(|(region, uri)| json!({
-                "region": region, "imageUris": [uri]
-            })).collect::<Vec<_>>(),
-        })),
-    }]);
 }
 
 /// (type, id, status) of the report's `outputResources` for `image`.
 fn pieces(report: &Value, image: &str) -> Vec<(String, String, String)> {
-    let result = report["results"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no results: {report:#}"))
-        .iter()
-        .find(|r| r["imageBuildVersionArn"] == image)
-        .unwrap_or_else(|| panic!("no result for {image}: {report:#}"));
+    let result = result_for(report, image);
     result["outputResources"]
         .as_array()
         .unwrap_or_else(|| panic!("no outputResources: {result:#}"))
@@ -183,18 +132,6 @@ fn pieces(report: &Value, image: &str) -> Vec<(String, String, String)> {
             )
         })
         .collect()
-}
-
-fn status(report: &Value, image: &str) -> String {
-    report["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["imageBuildVersionArn"] == image)
-        .unwrap()["status"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 fn p(t: &str, id: &str, s: &str) -> (String, String, String) {
@@ -210,15 +147,14 @@ async fn every_output_resource_is_deleted_in_its_own_region_then_the_image() {
     let (repo, uri) = seed_container("us-east-1").await;
     let w = world("all", &[]).await;
     let image = arn("web", 101);
-    seed_image(
-        &w,
+    w.seed_with_outputs(
         &image,
         &[("us-east-1", &ami_east), ("us-west-2", &ami_west)],
         &[("us-east-1", &uri)],
     );
     // WHEN the real binary is invoked with its ARN
-    let inv = w.invoke(&json!({"imageBuildVersionArn": image})).await;
-    let report = inv.reply.response().clone();
+    let reply = w.invoke(&json!({"imageBuildVersionArn": image})).await;
+    let report = reply.response().clone();
     // THEN everything is gone and reported, piece by piece
     assert_eq!(
         pieces(&report, &image),
@@ -236,7 +172,11 @@ async fn every_output_resource_is_deleted_in_its_own_region_then_the_image() {
     assert!(!snapshot_exists("us-east-1", &snaps_east[0]).await);
     assert!(!snapshot_exists("us-west-2", &snaps_west[0]).await);
     assert!(!container_exists("us-east-1", &repo).await);
-    assert_eq!(status(&report, &image), "deleted", "{report:#}");
+    assert_eq!(
+        result_for(&report, &image)["status"],
+        "deleted",
+        "{report:#}"
+    );
     assert_eq!(w.delete_calls(&image), 1);
 }
 
@@ -246,11 +186,11 @@ async fn dry_run_previews_the_cleanup_and_deletes_nothing() {
     let (repo, uri) = seed_container("us-east-1").await;
     let w = world("all", &[]).await;
     let image = arn("web", 102);
-    seed_image(&w, &image, &[("us-east-1", &ami)], &[("us-east-1", &uri)]);
-    let inv = w
+    w.seed_with_outputs(&image, &[("us-east-1", &ami)], &[("us-east-1", &uri)]);
+    let reply = w
         .invoke(&json!({"imageBuildVersionArn": image, "dryRun": true}))
         .await;
-    let report = inv.reply.response().clone();
+    let report = reply.response().clone();
     assert_eq!(
         pieces(&report, &image),
         [
@@ -260,7 +200,7 @@ async fn dry_run_previews_the_cleanup_and_deletes_nothing() {
         ],
         "{report:#}"
     );
-    assert_eq!(status(&report, &image), "wouldDelete");
+    assert_eq!(result_for(&report, &image)["status"], "wouldDelete");
     assert!(ami_registered("us-east-1", &ami).await);
     assert!(snapshot_exists("us-east-1", &snaps[0]).await);
     assert!(container_exists("us-east-1", &repo).await);
@@ -272,17 +212,16 @@ async fn a_retry_after_the_ami_was_deregistered_finds_and_deletes_its_leftover_s
     // GIVEN an earlier attempt deregistered the AMI but its snapshot is still there
     let (ami, snaps) = seed_ami("us-east-1", &[]).await;
     ec2("us-east-1")
-        .await
         .deregister_image("us-east-1", &ami)
         .await
         .expect("DeregisterImage");
     assert!(snapshot_exists("us-east-1", &snaps[0]).await);
     let w = world("amis", &[]).await;
     let image = arn("web", 103);
-    seed_image(&w, &image, &[("us-east-1", &ami)], &[]);
+    w.seed_with_outputs(&image, &[("us-east-1", &ami)], &[]);
     // WHEN the ARN is retried
-    let inv = w.invoke(&json!({"imageBuildVersionArn": image})).await;
-    let report = inv.reply.response().clone();
+    let reply = w.invoke(&json!({"imageBuildVersionArn": image})).await;
+    let report = reply.response().clone();
     // THEN the snapshot is found through DescribeSnapshots and deleted, then the image
     assert_eq!(
         pieces(&report, &image),
@@ -293,7 +232,7 @@ async fn a_retry_after_the_ami_was_deregistered_finds_and_deletes_its_leftover_s
         "{report:#}"
     );
     assert!(!snapshot_exists("us-east-1", &snaps[0]).await);
-    assert_eq!(status(&report, &image), "deleted");
+    assert_eq!(result_for(&report, &image)["status"], "deleted");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -301,10 +240,14 @@ async fn the_protect_tag_on_an_ami_protects_the_image_and_everything_it_made() {
     let (ami, snaps) = seed_ami("us-east-1", &[("keep", "yes")]).await;
     let w = world("all", &[("PROTECT_TAG_KEY", "keep")]).await;
     let image = arn("web", 104);
-    seed_image(&w, &image, &[("us-east-1", &ami)], &[]);
-    let inv = w.invoke(&json!({"imageBuildVersionArn": image})).await;
-    let report = inv.reply.response().clone();
-    assert_eq!(status(&report, &image), "protected", "{report:#}");
+    w.seed_with_outputs(&image, &[("us-east-1", &ami)], &[]);
+    let reply = w.invoke(&json!({"imageBuildVersionArn": image})).await;
+    let report = reply.response().clone();
+    assert_eq!(
+        result_for(&report, &image)["status"],
+        "protected",
+        "{report:#}"
+    );
     assert!(ami_registered("us-east-1", &ami).await);
     assert!(snapshot_exists("us-east-1", &snaps[0]).await);
     assert_eq!(w.delete_calls(&image), 0);

@@ -7,56 +7,29 @@
 //! what landed in the moto dead-letter queue. moto must be installed (`scripts/setup`);
 //! without it these tests fail, they never skip.
 
-#[path = "support/cargo_lambda.rs"]
-mod cargo_lambda;
-#[path = "support/moto.rs"]
-mod moto;
-#[path = "support/process.rs"]
-mod process;
-#[path = "support/runtime_api.rs"]
-mod runtime_api;
-#[path = "support/world.rs"]
-mod world;
-
-// The support modules are shared; not every helper is used by every test.
-#[allow(unused_imports)]
-use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::time::{Duration, SystemTime};
+use std::collections::BTreeSet;
+use std::time::Duration;
 
 use ib_emulator::{Faults, Step};
 use serde_json::{json, Value};
 
-use moto::{sqs_event, Received};
-use world::{arn, fixture, fixtures, Dlq, Setup, World, ACCOUNT};
-
-const STATUSES: &[&str] = &[
-    "deleted",
-    "alreadyDeleted",
-    "wouldDelete",
-    "protected",
-    "rejected",
-    "failed",
-    "notAttempted",
-];
+use crate::support::cargo_lambda::CargoLambda;
+use crate::support::constants::{ACCOUNT, STATUSES};
+use crate::support::fixtures::{arn, arn_in, fixture, fixture_names, sqs_event, sqs_event_from};
+use crate::support::moto::{self, Received};
+use crate::support::world::{result_for, spawn_function, Dlq, Setup, World};
 
 // ---------------------------------------------------------------------------------------
 // Report helpers
 // ---------------------------------------------------------------------------------------
 
-/// The results of a report, keyed by ARN (or by the `input`, rendered, for rejections).
+/// The results of a report.
 fn results(report: &Value) -> Vec<&Value> {
     report["results"]
         .as_array()
         .unwrap_or_else(|| panic!("report without results: {report}"))
         .iter()
         .collect()
-}
-
-fn result_for<'a>(report: &'a Value, arn: &str) -> &'a Value {
-    results(report)
-        .into_iter()
-        .find(|r| r["imageBuildVersionArn"] == arn)
-        .unwrap_or_else(|| panic!("no result for {arn} in {report:#}"))
 }
 
 fn failed_items(report: &Value) -> BTreeSet<String> {
@@ -110,7 +83,24 @@ fn assert_summary_matches_results(report: &Value) {
     );
 }
 
-/// Every dead-letter message carries the SPEC §5 fields and the `errorCode` attribute.
+/// `(messageId, ARN)`: one SQS record per image, with ids `<prefix>-0`, `<prefix>-1`, …
+fn one_record_per_image(prefix: &str, images: &[String]) -> Vec<(String, String)> {
+    images
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (format!("{prefix}-{i}"), a.clone()))
+        .collect()
+}
+
+/// `records` borrowed, as [`sqs_event`] takes them.
+fn as_refs(records: &[(String, String)]) -> Vec<(&str, &str)> {
+    records
+        .iter()
+        .map(|(id, a)| (id.as_str(), a.as_str()))
+        .collect()
+}
+
+/// Every dead-letter message carries the fields and the `errorCode` attribute.
 fn assert_dead_letter_shape(m: &Received) {
     let body = m.json();
     let code = body["errorCode"]
@@ -233,10 +223,10 @@ fn asks_dry_run(v: &Value) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fixture_produces_a_report_consistent_with_its_contents() {
     // GIVEN the function with a DLQ, and every events/*.json fixture
-    let all = fixtures();
+    let all = fixture_names();
     assert!(!all.is_empty(), "events/ holds the sample events");
     let w = World::start(Setup::default()).await;
-    for (name, path) in all {
+    for name in all {
         let event = fixture(&name);
         let mut strings = Vec::new();
         strings_in(&event, &mut strings);
@@ -254,11 +244,11 @@ async fn every_fixture_produces_a_report_consistent_with_its_contents() {
         }));
 
         // WHEN the fixture is the invocation's event
-        let inv = w.invoke(&event).await;
+        let reply = w.invoke(&event).await;
 
         // THEN an invalid-* fixture fails the invocation with InvalidEvent …
         if name.starts_with("invalid-") {
-            let err = inv.reply.error();
+            let err = reply.error();
             assert_eq!(
                 err.error_type.as_deref(),
                 Some("InvalidEvent"),
@@ -275,8 +265,8 @@ async fn every_fixture_produces_a_report_consistent_with_its_contents() {
             continue;
         }
         // … and any other produces a report consistent with its contents
-        let report = inv.reply.response().clone();
-        let ctx = format!("fixture {} → {report:#}", path.display());
+        let report = reply.response().clone();
+        let ctx = format!("fixture events/{name} → {report:#}");
         assert_summary_matches_results(&report);
         let from_sqs = event["Records"]
             .as_array()
@@ -423,12 +413,12 @@ async fn an_image_builder_state_change_routed_by_an_eventbridge_rule_to_sqs_dele
         "EventBridge delivers the event verbatim: {}",
         m.body
     );
-    let inv = w
-        .invoke(&sqs_event(&work_arn, &[(&m.message_id, &m.body)]))
+    let reply = w
+        .invoke(&sqs_event_from(&work_arn, &[(&m.message_id, &m.body)]))
         .await;
 
     // THEN the image is deleted and nothing is handed back or dead-lettered
-    let report = inv.reply.response();
+    let report = reply.response();
     assert_eq!(
         result_for(report, &image)["status"],
         "deleted",
@@ -453,19 +443,18 @@ async fn a_permanent_failure_is_dead_lettered_and_its_redriven_message_succeeds(
         &blocked,
         vec![Step::Error("ResourceDependencyException".into()), Step::Ok],
     );
-    let queue = "arn:aws:sqs:us-east-1:123456789012:image-reaper-work";
 
     // WHEN an SQS batch names both
-    let inv = w
-        .invoke(&sqs_event(
-            queue,
-            &[("msg-blocked", &blocked), ("msg-free", &free)],
-        ))
+    let reply = w
+        .invoke(&sqs_event(&[
+            ("msg-blocked", &blocked),
+            ("msg-free", &free),
+        ]))
         .await;
 
     // THEN the blocked one failed permanently after one attempt and was dead-lettered, and
     // its record is NOT handed back to SQS
-    let report = inv.reply.response();
+    let report = reply.response();
     assert_summary_matches_results(report);
     let r = result_for(report, &blocked);
     assert_eq!(r["status"], "failed", "{report:#}");
@@ -483,7 +472,7 @@ async fn a_permanent_failure_is_dead_lettered_and_its_redriven_message_succeeds(
         1,
         "a permanent failure is not retried"
     );
-    // AND the DLQ holds the SPEC §5 message
+    // AND the DLQ holds the message
     let dlq = w.dead_letters(1).await;
     assert_eq!(dlq.len(), 1, "{dlq:#?}");
     assert_dead_letter_shape(&dlq[0]);
@@ -499,12 +488,12 @@ async fn a_permanent_failure_is_dead_lettered_and_its_redriven_message_succeeds(
     assert_eq!(body["source"], json!({"type": "sqs", "id": "msg-blocked"}));
 
     // WHEN the dependency is gone and the DLQ message is redriven into the work queue
-    let inv = w
-        .invoke(&sqs_event(queue, &[(&dlq[0].message_id, &dlq[0].body)]))
+    let reply = w
+        .invoke(&sqs_event(&[(&dlq[0].message_id, &dlq[0].body)]))
         .await;
 
     // THEN the image is deleted and nothing new is dead-lettered
-    let report = inv.reply.response();
+    let report = reply.response();
     assert_eq!(
         result_for(report, &blocked)["status"],
         "deleted",
@@ -533,26 +522,13 @@ async fn in_a_throttling_storm_every_arn_ends_in_exactly_one_place() {
             .env("MAX_ATTEMPTS", "8"),
     )
     .await;
-    let records: Vec<(String, String)> = images
-        .iter()
-        .enumerate()
-        .map(|(i, a)| (format!("storm-{i}"), a.clone()))
-        .collect();
-    let refs: Vec<(&str, &str)> = records
-        .iter()
-        .map(|(id, a)| (id.as_str(), a.as_str()))
-        .collect();
+    let records = one_record_per_image("storm", &images);
 
     // WHEN one SQS batch names them all
-    let inv = w
-        .invoke(&sqs_event(
-            "arn:aws:sqs:us-east-1:123456789012:storm",
-            &refs,
-        ))
-        .await;
+    let reply = w.invoke(&sqs_event(&as_refs(&records))).await;
 
     // THEN every ARN is in exactly one place: deleted, dead-lettered, or handed back
-    let report = inv.reply.response();
+    let report = reply.response();
     assert_summary_matches_results(report);
     let handed_back = failed_items(report);
     let dlq: Vec<String> = w
@@ -632,19 +608,16 @@ async fn when_the_dlq_is_gone_sqs_records_are_handed_back_and_direct_invocations
     );
 
     // WHEN an SQS batch holds the failing image, a poison record and a good image
-    let inv = w
-        .invoke(&sqs_event(
-            "arn:aws:sqs:us-east-1:123456789012:work",
-            &[
-                ("m-blocked", &blocked),
-                ("m-poison", "this is not an ARN"),
-                ("m-fine", &fine),
-            ],
-        ))
+    let reply = w
+        .invoke(&sqs_event(&[
+            ("m-blocked", &blocked),
+            ("m-poison", "this is not an ARN"),
+            ("m-fine", &fine),
+        ]))
         .await;
 
     // THEN the records that could not be dead-lettered are handed back to SQS
-    let report = inv.reply.response();
+    let report = reply.response();
     assert_eq!(
         failed_items(report),
         BTreeSet::from(["m-blocked".to_string(), "m-poison".to_string()]),
@@ -654,12 +627,12 @@ async fn when_the_dlq_is_gone_sqs_records_are_handed_back_and_direct_invocations
     assert!(!w.emu.image_exists(&fine));
 
     // WHEN a direct invocation names a failing image
-    let inv = w
+    let reply = w
         .invoke(&json!({"imageBuildVersionArns": [blocked2]}))
         .await;
 
     // THEN the invocation fails with DeadLetterQueueUnavailable (its caller retries)
-    let err = inv.reply.error();
+    let err = reply.error();
     assert_eq!(
         err.error_type.as_deref(),
         Some("DeadLetterQueueUnavailable"),
@@ -690,35 +663,29 @@ async fn near_the_deadline_the_rest_of_the_batch_is_handed_back_unattempted() {
             .env("MAX_CONCURRENCY", "1"),
     )
     .await;
-    let records: Vec<(String, String)> = images
-        .iter()
-        .enumerate()
-        .map(|(i, a)| (format!("slow-{i}"), a.clone()))
-        .collect();
-    let refs: Vec<(&str, &str)> = records
-        .iter()
-        .map(|(id, a)| (id.as_str(), a.as_str()))
-        .collect();
+    let records = one_record_per_image("slow", &images);
 
     // WHEN the batch arrives
-    let inv = w
-        .invoke_within(
-            &sqs_event("arn:aws:sqs:us-east-1:123456789012:slow", &refs),
-            Duration::from_millis(4500),
-        )
+    let reply = w
+        .invoke_within(&sqs_event(&as_refs(&records)), Duration::from_millis(4500))
         .await;
 
-    // THEN the function answers before its deadline
-    assert!(
-        inv.replied_at < inv.deadline,
-        "replied {:?} after the deadline",
-        inv.replied_at
-            .duration_since(inv.deadline)
-            .unwrap_or_default()
-    );
-    // AND what it could not start is notAttempted, handed back, untouched
-    let report = inv.reply.response();
+    // THEN the function answers with a report (it is not cut off by the deadline) …
+    let report = reply.response();
     assert_summary_matches_results(report);
+    // … in which every DeleteImage it started has finished: Image Builder saw them one at
+    // a time, in batch order, each answered, exactly the ARNs reported deleted
+    let deleted = report["summary"]["deleted"].as_u64().unwrap_or(0) as usize;
+    let calls = w.emu.calls();
+    let started: Vec<&str> = calls
+        .iter()
+        .filter(|c| c.operation == "DeleteImage")
+        .map(|c| c.arn.as_deref().unwrap_or_default())
+        .collect();
+    assert_eq!(started, &images[..deleted], "{report:#}");
+    assert!(calls.iter().all(|c| c.status == 200), "{calls:?}");
+    assert_eq!(w.emu.max_concurrency(), 1, "MAX_CONCURRENCY=1");
+    // AND what it could not start is notAttempted, handed back, untouched
     let handed_back = failed_items(report);
     let mut not_attempted = 0;
     for (id, image) in &records {
@@ -743,7 +710,6 @@ async fn near_the_deadline_the_rest_of_the_batch_is_handed_back_unattempted() {
         w.dead_letters(0).await.is_empty(),
         "SQS hands back, nothing is dead-lettered"
     );
-    let _ = SystemTime::now();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -754,16 +720,16 @@ async fn near_the_deadline_the_rest_of_the_batch_is_handed_back_unattempted() {
 async fn an_arn_in_another_region_is_deleted_through_a_client_signed_for_that_region() {
     // GIVEN images in the function's region and in eu-west-1
     let home = arn("home-region", 1);
-    let away = format!("arn:aws:imagebuilder:eu-west-1:{ACCOUNT}:image/other-region/1.0.0/1");
+    let away = arn_in("eu-west-1", "other-region", 1);
     let w = World::start(Setup::default().seed([home.clone(), away.clone()])).await;
 
     // WHEN a direct invocation names both
-    let inv = w
+    let reply = w
         .invoke(&json!({"imageBuildVersionArns": [home, away]}))
         .await;
 
     // THEN both are deleted, each by a request signed for its own region
-    let report = inv.reply.response();
+    let report = reply.response();
     assert_eq!(result_for(report, &home)["status"], "deleted", "{report:#}");
     assert_eq!(result_for(report, &away)["status"], "deleted", "{report:#}");
     let region_of = |a: &str| {
@@ -807,13 +773,13 @@ async fn throttling_429_is_retried_up_to_max_attempts_and_no_further() {
     w.emu.script(&stuck, (0..10).map(|_| throttle()).collect());
 
     // WHEN a direct invocation names both
-    let inv = w
+    let reply = w
         .invoke(&json!({"imageBuildVersionArns": [recovers, stuck]}))
         .await;
 
     // THEN the first is deleted on its third attempt, the second gives up after three and is
     // dead-lettered as retryable; Image Builder saw exactly three calls for each
-    let report = inv.reply.response();
+    let report = reply.response();
     let r = result_for(report, &recovers);
     assert_eq!(r["status"], "deleted", "{report:#}");
     let s = result_for(report, &stuck);
@@ -878,15 +844,12 @@ async fn under_cargo_lambda_watch_an_invocation_deletes_the_image() {
     // image in the emulator
     let image = arn("via-cargo-lambda", 1);
     let w = World::start(Setup::default().seed([image.clone()])).await;
-    let cl = cargo_lambda::CargoLambda::start();
-    let env = world::function_env(
+    let cl = CargoLambda::start();
+    let env = w.function_env(
         &cl.runtime_api(),
-        &w.emu.endpoint_url().unwrap(),
-        &w.moto.url(),
-        w.dlq_url.as_deref(),
         &[("ALLOWED_ACCOUNT_IDS".to_string(), ACCOUNT.to_string())],
     );
-    let function = world::spawn_function(&env);
+    let function = spawn_function(&env);
     let event_file =
         std::env::temp_dir().join(format!("e2e-cargo-lambda-{}.json", fastrand::u64(..)));
     std::fs::write(

@@ -17,19 +17,16 @@ use imagebuilder_reaper::arn::{self, ImageArn};
 use imagebuilder_reaper::aws::imagebuilder::ImageBuilder;
 use imagebuilder_reaper::aws::sqs::SqsDeadLetters;
 use imagebuilder_reaper::aws::{load_sdk_config, SdkOverrides};
-use imagebuilder_reaper::config::{Backoff, Config};
-use imagebuilder_reaper::engine::Invocation;
+use imagebuilder_reaper::config::Config;
 use imagebuilder_reaper::error::ReaperError;
 use imagebuilder_reaper::handler::Handler;
-use imagebuilder_reaper::outcome::Status;
 use imagebuilder_reaper::ports::{DeadLetterMessage, DeadLetterSink, ErrorClass, Images};
+use imagebuilder_reaper::retry::Backoff;
 use serde_json::{json, Value};
 
-const ACCOUNT: &str = "123456789012";
-
-fn arn_in(region: &str, name: &str, build: u32) -> String {
-    format!("arn:aws:imagebuilder:{region}:{ACCOUNT}:image/{name}/1.0.0/{build}")
-}
+use crate::support::constants::{ACCOUNT, REGION, REQUEST_ID};
+use crate::support::fixtures::arn_in;
+use crate::support::harness::invocation;
 
 fn parsed(s: &str) -> ImageArn {
     arn::parse(s).unwrap()
@@ -42,7 +39,7 @@ async fn sdk(endpoint: &str) -> aws_config::SdkConfig {
         credentials: Some(aws_sdk_imagebuilder::config::Credentials::new(
             "test", "test", None, None, "tests",
         )),
-        region: Some("us-east-1".into()),
+        region: Some(REGION.into()),
     })
     .await
 }
@@ -168,14 +165,6 @@ fn fast_config(max_attempts: u32) -> Config {
     }
 }
 
-fn invocation() -> Invocation {
-    Invocation {
-        request_id: "req-1".into(),
-        invoked_function_arn: format!("arn:aws:lambda:us-east-1:{ACCOUNT}:function:reaper"),
-        deadline: tokio::time::Instant::now() + Duration::from_secs(60),
-    }
-}
-
 #[tokio::test]
 async fn throttling_429_is_retried_by_the_engine_up_to_max_attempts_and_no_further() {
     // GIVEN one ARN throttled twice then fine, one throttled forever; MAX_ATTEMPTS = 4
@@ -188,29 +177,27 @@ async fn throttling_429_is_retried_by_the_engine_up_to_max_attempts_and_no_furth
     emu.script(&never, vec![throttled(); 10]); // scripts are consumed: more than MAX_ATTEMPTS
     let handler: Handler<_, SqsDeadLetters> = Handler::new(fast_config(4), images, None);
     // WHEN the handler runs with the real client
-    let h = handler
-        .handle_detailed(&json!([recovers, never]), &invocation())
+    let result = handler
+        .handle(
+            &json!([recovers, never]),
+            &invocation(Duration::from_secs(60)),
+        )
         .await;
     // THEN 3 calls delete the first, exactly 4 are spent on the second, none more
-    let count = |a: &str| {
+    let statuses = |a: &str| {
         emu.calls()
             .iter()
             .filter(|c| c.arn.as_deref() == Some(a))
-            .count()
+            .map(|c| c.status)
+            .collect::<Vec<_>>()
     };
-    assert_eq!(count(&recovers), 3);
-    assert_eq!(count(&never), 4);
+    assert_eq!(statuses(&recovers), [429, 429, 200]);
     assert!(!emu.image_exists(&recovers));
-    let exec = h.execution.unwrap();
-    let failed = exec
-        .records
-        .iter()
-        .find(|r| r.status == Status::Failed)
-        .unwrap();
-    assert_eq!(failed.attempts, 4);
-    assert_eq!(failed.retryable, Some(true));
+    // AND the second failed retryably: 4 attempts, each one throttled
+    assert_eq!(statuses(&never), [429; 4]);
+    assert!(emu.image_exists(&never));
     // AND with no DLQ configured, a direct invocation hands it back as the invocation error
-    match h.result {
+    match result {
         Err(ReaperError::DeadLetterQueueUnavailable {
             not_dead_lettered, ..
         }) => {
@@ -238,7 +225,7 @@ async fn protect_tag_through_the_real_client() {
     };
     let handler: Handler<_, SqsDeadLetters> = Handler::new(cfg, images, None);
     let report = handler
-        .handle(&json!([kept, gone]), &invocation())
+        .handle(&json!([kept, gone]), &invocation(Duration::from_secs(60)))
         .await
         .unwrap();
     assert_eq!(report.summary.protected, 1);
@@ -318,6 +305,7 @@ async fn sqs_adapter_sends_bodies_with_the_error_code_attribute_and_reports_per_
             id: format!("m{i}"),
             body: json!({"imageBuildVersionArn": arn_in("us-east-1", "x", i)}).to_string(),
             error_code: "ClientException".into(),
+            dedup_key: format!("k{i}"),
         })
         .collect();
     let results = sink.send_batch(&msgs).await.unwrap();
@@ -355,7 +343,10 @@ async fn end_to_end_dead_letters_through_both_real_clients() {
     };
     let handler = Handler::new(cfg, images, Some(sink));
     let report = handler
-        .handle(&json!({"imageBuildVersionArn": a}), &invocation())
+        .handle(
+            &json!({"imageBuildVersionArn": a}),
+            &invocation(Duration::from_secs(60)),
+        )
         .await
         .unwrap();
     assert_eq!(report.summary.dead_lettered, 1);
@@ -365,5 +356,5 @@ async fn end_to_end_dead_letters_through_both_real_clients() {
     assert_eq!(body["imageBuildVersionArn"], a);
     assert_eq!(body["errorCode"], "ResourceDependencyException");
     assert_eq!(body["retryable"], false);
-    assert_eq!(body["source"], json!({"type": "direct", "id": "req-1"}));
+    assert_eq!(body["source"], json!({"type": "direct", "id": REQUEST_ID}));
 }

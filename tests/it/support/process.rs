@@ -4,9 +4,6 @@
 //! threads, and is killed (the whole group) when its handle is dropped — also when a test
 //! panics, since unwinding drops the handle.
 
-// Shared by several test binaries; each uses a subset.
-#![allow(dead_code)]
-
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -33,7 +30,6 @@ pub fn venv_tool(name: &str) -> PathBuf {
 
 /// A running child with collected output, killed on drop.
 pub struct Proc {
-    name: String,
     child: Child,
     output: Arc<Mutex<String>>,
     lifeline: Option<std::process::ChildStdin>,
@@ -94,7 +90,6 @@ impl Proc {
             });
         }
         Proc {
-            name: name.to_string(),
             child,
             output,
             lifeline: None,
@@ -131,18 +126,6 @@ impl Proc {
         self.output.lock().unwrap().clone()
     }
 
-    /// Waits up to `timeout` for the output to contain `needle`; returns whether it did.
-    pub fn wait_for_output(&self, needle: &str, timeout: Duration) -> bool {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if self.output().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.output().contains(needle)
-    }
-
     /// The exit status if the process has exited by `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let start = Instant::now();
@@ -162,10 +145,6 @@ impl Proc {
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
     }
 }
 
@@ -202,13 +181,4 @@ pub fn wait_port(port: u16, timeout: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(25));
     }
     false
-}
-
-/// `path` relative to the repository root, for messages.
-#[allow(dead_code)]
-pub fn rel(path: &Path) -> String {
-    path.strip_prefix(repo_root())
-        .unwrap_or(path)
-        .display()
-        .to_string()
 }

@@ -7,9 +7,6 @@
 //! (no account in it) and `Lambda-Runtime-Deadline-Ms: 600000` (a relative value, not Unix
 //! milliseconds), so `ALLOWED_ACCOUNT_IDS` must be set explicitly under it.
 
-// Shared by several test binaries; each uses a subset.
-#![allow(dead_code)]
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;

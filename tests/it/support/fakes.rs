@@ -1,0 +1,604 @@
+//! In-memory fakes of every port the engine talks through, and the one-rule check that
+//! audits an invocation through them.
+//!
+//! - [`FakeImages`] (Image Builder): scripted replies per ARN and operation, per-ARN latency
+//!   (tokio time, so paused-time tests stay instant), call log and in-flight high-water
+//!   mark. A successful DeleteImage removes the image, so deleting it again is
+//!   `ResourceNotFoundException`, as in the real service.
+//! - [`FakeDlq`] (the SQS dead-letter queue): records every message it accepts and every
+//!   one it is offered; can be down, or refuse chosen entries.
+//! - [`FakeEc2`] and [`FakeEcr`]: AMIs, snapshots and container images as the real services
+//!   keep them.
+//!
+//! Image Builder, EC2 and ECR write to one ordered [`CallLog`], so tests can check the
+//! order of calls across services (DeleteImage last).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use imagebuilder_reaper::arn::ImageArn;
+use imagebuilder_reaper::ports::{
+    AmiDescription, Amis, CallError, ContainerImages, DeadLetterMessage, DeadLetterSink, Deleted,
+    ErrorClass, ImageInfo, Images, Removal,
+};
+use imagebuilder_reaper::ports::{ImageReference, OutputResources};
+use serde_json::Value;
+
+/// One ordered log of the calls made to the fakes, as `"<Operation> <id>"`. Clones share it.
+#[derive(Clone, Default)]
+pub struct CallLog(Arc<Mutex<Vec<String>>>);
+
+impl CallLog {
+    fn push(&self, entry: String) {
+        self.0.lock().unwrap().push(entry);
+    }
+    /// Every call so far, in order.
+    pub fn entries(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// One scripted reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Ok,
+    Err(ErrorClass, &'static str),
+    /// Never answers (the engine must abandon it at the deadline margin).
+    Hang,
+}
+
+impl Reply {
+    pub fn throttled() -> Reply {
+        Reply::Err(ErrorClass::Retryable, "CallRateLimitExceededException")
+    }
+    pub fn permanent() -> Reply {
+        Reply::Err(ErrorClass::Permanent, "ResourceDependencyException")
+    }
+    pub fn not_found() -> Reply {
+        Reply::Err(ErrorClass::NotFound, "ResourceNotFoundException")
+    }
+}
+
+#[derive(Default)]
+struct ImagesInner {
+    /// (operation, arn) → replies, consumed in order; the last one repeats.
+    scripts: Mutex<HashMap<(&'static str, String), VecDeque<Reply>>>,
+    tags: Mutex<HashMap<String, HashMap<String, String>>>,
+    /// GetImage `outputResources` per ARN.
+    outputs: Mutex<HashMap<String, OutputResources>>,
+    deleted: Mutex<HashSet<String>>,
+    /// ARNs a call answered `ResourceNotFoundException` for (already gone).
+    not_found: Mutex<HashSet<String>>,
+    log: CallLog,
+    latency: Mutex<HashMap<String, Duration>>,
+    calls: Mutex<Vec<(&'static str, String)>>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+/// Fake EC2 Image Builder. Clones share state.
+#[derive(Clone)]
+pub struct FakeImages(Arc<ImagesInner>);
+
+impl FakeImages {
+    /// Every image exists until deleted; calls are also written to `log`.
+    pub fn new(log: CallLog) -> Self {
+        FakeImages(Arc::new(ImagesInner {
+            log,
+            ..ImagesInner::default()
+        }))
+    }
+    /// DeleteImage replies for `arn` (the last repeats forever).
+    pub fn script(&self, arn: &str, replies: impl IntoIterator<Item = Reply>) -> &Self {
+        self.script_op("DeleteImage", arn, replies)
+    }
+    pub fn script_op(
+        &self,
+        op: &'static str,
+        arn: &str,
+        replies: impl IntoIterator<Item = Reply>,
+    ) -> &Self {
+        self.0
+            .scripts
+            .lock()
+            .unwrap()
+            .insert((op, arn.to_string()), replies.into_iter().collect());
+        self
+    }
+    pub fn tag(&self, arn: &str, key: &str, value: &str) -> &Self {
+        self.0
+            .tags
+            .lock()
+            .unwrap()
+            .entry(arn.to_string())
+            .or_default()
+            .insert(key.into(), value.into());
+        self
+    }
+    /// What GetImage reports as `outputResources` for `arn`.
+    pub fn output_resources(&self, arn: &str, r: OutputResources) -> &Self {
+        self.0.outputs.lock().unwrap().insert(arn.to_string(), r);
+        self
+    }
+    /// Every call for `arn` takes this long.
+    pub fn latency(&self, arn: &str, d: Duration) -> &Self {
+        self.0.latency.lock().unwrap().insert(arn.to_string(), d);
+        self
+    }
+    pub fn calls(&self) -> Vec<(&'static str, String)> {
+        self.0.calls.lock().unwrap().clone()
+    }
+    pub fn calls_of(&self, op: &str, arn: &str) -> usize {
+        self.calls()
+            .iter()
+            .filter(|(o, a)| *o == op && a == arn)
+            .count()
+    }
+    pub fn delete_calls(&self) -> usize {
+        self.calls()
+            .iter()
+            .filter(|(o, _)| *o == "DeleteImage")
+            .count()
+    }
+    pub fn max_in_flight(&self) -> usize {
+        self.0.max_in_flight.load(Ordering::SeqCst)
+    }
+    /// A DeleteImage call for `arn` succeeded.
+    pub fn is_deleted(&self, arn: &str) -> bool {
+        self.0.deleted.lock().unwrap().contains(arn)
+    }
+    /// `arn` is gone: deleted by a call, or a call found it already gone.
+    pub fn is_gone(&self, arn: &str) -> bool {
+        self.is_deleted(arn) || self.0.not_found.lock().unwrap().contains(arn)
+    }
+
+    fn next(&self, op: &'static str, arn: &str) -> Reply {
+        let mut scripts = self.0.scripts.lock().unwrap();
+        match scripts.get_mut(&(op, arn.to_string())) {
+            Some(q) if q.len() > 1 => q.pop_front().unwrap(),
+            Some(q) => q.front().cloned().unwrap_or(Reply::Ok),
+            None => Reply::Ok,
+        }
+    }
+
+    async fn call(&self, op: &'static str, arn: &ImageArn) -> Result<(), CallError> {
+        let arn = arn.as_str().to_string();
+        self.0.calls.lock().unwrap().push((op, arn.clone()));
+        self.0.log.push(format!("{op} {arn}"));
+        let now = self.0.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.0.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let _guard = InFlight(&self.0.in_flight);
+        let latency = self.0.latency.lock().unwrap().get(&arn).copied();
+        if let Some(d) = latency {
+            tokio::time::sleep(d).await;
+        }
+        let result = match self.next(op, &arn) {
+            Reply::Ok if self.is_deleted(&arn) => Err(CallError::not_found(
+                "ResourceNotFoundException",
+                "the image does not exist",
+            )),
+            Reply::Ok => Ok(()),
+            Reply::Err(class, code) => Err(CallError {
+                request_id: Some(format!("req-{op}")),
+                ..CallError::new(class, code, format!("scripted {code}"))
+            }),
+            Reply::Hang => {
+                tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
+                Ok(())
+            }
+        };
+        if matches!(&result, Err(e) if e.class == ErrorClass::NotFound) {
+            self.0.not_found.lock().unwrap().insert(arn);
+        }
+        result
+    }
+}
+
+struct InFlight<'a>(&'a AtomicUsize);
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Images for FakeImages {
+    async fn delete_image(&self, arn: &ImageArn) -> Result<Deleted, CallError> {
+        self.call("DeleteImage", arn).await?;
+        self.0
+            .deleted
+            .lock()
+            .unwrap()
+            .insert(arn.as_str().to_string());
+        Ok(Deleted {
+            request_id: Some(format!("del-{}", arn.build())),
+        })
+    }
+
+    async fn get_image(&self, arn: &ImageArn) -> Result<ImageInfo, CallError> {
+        self.call("GetImage", arn).await?;
+        Ok(ImageInfo {
+            tags: self
+                .0
+                .tags
+                .lock()
+                .unwrap()
+                .get(arn.as_str())
+                .cloned()
+                .unwrap_or_default(),
+            output_resources: self
+                .0
+                .outputs
+                .lock()
+                .unwrap()
+                .get(arn.as_str())
+                .cloned()
+                .unwrap_or_default(),
+            request_id: Some("get".into()),
+        })
+    }
+}
+
+/// How the fake DLQ behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DlqMode {
+    Up,
+    /// Every call fails (retryable, like a 5xx or a network error).
+    Down,
+    /// Entries whose body contains this text are refused (in batches and alone).
+    Refuse(String),
+    /// In a batch of several entries every entry fails; alone each one succeeds.
+    FlakyBatches,
+}
+
+/// A message the fake DLQ accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Received {
+    pub body: Value,
+    pub error_code_attribute: String,
+}
+
+struct DlqInner {
+    mode: Mutex<DlqMode>,
+    received: Mutex<Vec<Received>>,
+    offered: Mutex<Vec<Value>>,
+    batch_sizes: Mutex<Vec<usize>>,
+}
+
+/// Fake SQS dead-letter queue. Clones share state.
+#[derive(Clone)]
+pub struct FakeDlq(Arc<DlqInner>);
+
+impl FakeDlq {
+    pub fn new(mode: DlqMode) -> Self {
+        FakeDlq(Arc::new(DlqInner {
+            mode: Mutex::new(mode),
+            received: Mutex::new(Vec::new()),
+            offered: Mutex::new(Vec::new()),
+            batch_sizes: Mutex::new(Vec::new()),
+        }))
+    }
+    /// The messages the queue accepted (the dead letters).
+    pub fn received(&self) -> Vec<Received> {
+        self.0.received.lock().unwrap().clone()
+    }
+    /// The body of every entry the function tried to send, accepted or not, in order.
+    pub fn offered(&self) -> Vec<Value> {
+        self.0.offered.lock().unwrap().clone()
+    }
+    pub fn batch_sizes(&self) -> Vec<usize> {
+        self.0.batch_sizes.lock().unwrap().clone()
+    }
+}
+
+impl DeadLetterSink for FakeDlq {
+    async fn send_batch(
+        &self,
+        entries: &[DeadLetterMessage],
+    ) -> Result<Vec<Result<(), CallError>>, CallError> {
+        self.0.batch_sizes.lock().unwrap().push(entries.len());
+        assert!(
+            entries.len() <= 10,
+            "SendMessageBatch takes at most 10 entries"
+        );
+        let bytes: usize = entries.iter().map(|e| e.payload_bytes()).sum();
+        assert!(
+            bytes <= 256 * 1024,
+            "SendMessageBatch takes at most 256 KiB"
+        );
+        self.0.offered.lock().unwrap().extend(
+            entries
+                .iter()
+                .map(|e| serde_json::from_str::<Value>(&e.body).expect("body is JSON")),
+        );
+        let mode = self.0.mode.lock().unwrap().clone();
+        if mode == DlqMode::Down {
+            return Err(CallError::retryable(
+                "ServiceUnavailable",
+                "queue unreachable",
+            ));
+        }
+        let mut out = Vec::new();
+        for e in entries {
+            let refused = match &mode {
+                DlqMode::Refuse(text) => e.body.contains(text.as_str()),
+                DlqMode::FlakyBatches => entries.len() > 1,
+                _ => false,
+            };
+            if refused {
+                out.push(Err(CallError::retryable("InternalError", "entry failed")));
+            } else {
+                self.0.received.lock().unwrap().push(Received {
+                    body: serde_json::from_str(&e.body).expect("body is JSON"),
+                    error_code_attribute: e.error_code.clone(),
+                });
+                out.push(Ok(()));
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Clone)]
+struct Ami {
+    region: String,
+    owner: String,
+    snapshots: Vec<String>,
+    tags: HashMap<String, String>,
+}
+
+#[derive(Default)]
+struct Ec2State {
+    amis: HashMap<String, Ami>,
+    /// snapshot id → (region, the AMI whose description names it)
+    snapshots: HashMap<String, (String, String)>,
+    /// Snapshots another (unrelated) AMI also uses.
+    shared: HashSet<String>,
+    /// (operation, id) → errors returned by the next calls, in order.
+    faults: HashMap<(String, String), VecDeque<CallError>>,
+}
+
+/// EC2 as the real service behaves for these calls: a snapshot of a registered AMI is
+/// `InvalidSnapshot.InUse`; a deregistered AMI is gone from DescribeImages but its
+/// snapshots are still found by description; wrong-region calls see nothing. Clones share
+/// state.
+#[derive(Clone)]
+pub struct FakeEc2 {
+    state: Arc<Mutex<Ec2State>>,
+    log: CallLog,
+}
+
+impl FakeEc2 {
+    /// No AMIs yet; calls are written to `log`.
+    pub fn new(log: CallLog) -> Self {
+        FakeEc2 {
+            state: Arc::default(),
+            log,
+        }
+    }
+    /// Registers AMI `id` in `region`, owned by `owner`, with `snapshots`.
+    pub fn ami(&self, region: &str, id: &str, owner: &str, snapshots: &[&str]) -> &Self {
+        let mut s = self.state.lock().unwrap();
+        for snap in snapshots {
+            s.snapshots
+                .insert(snap.to_string(), (region.to_string(), id.to_string()));
+        }
+        s.amis.insert(
+            id.to_string(),
+            Ami {
+                region: region.into(),
+                owner: owner.into(),
+                snapshots: snapshots.iter().map(|s| s.to_string()).collect(),
+                tags: HashMap::new(),
+            },
+        );
+        self
+    }
+    /// Tags AMI `id` with `key`.
+    pub fn tag(&self, id: &str, key: &str) -> &Self {
+        let mut s = self.state.lock().unwrap();
+        s.amis
+            .get_mut(id)
+            .unwrap()
+            .tags
+            .insert(key.into(), "yes".into());
+        self
+    }
+    /// Marks `snap` as used by another AMI as well.
+    pub fn shared(&self, snap: &str) -> &Self {
+        self.state.lock().unwrap().shared.insert(snap.into());
+        self
+    }
+    /// The next `times` calls of `op` for `id` fail with `err`.
+    pub fn fail(&self, op: &str, id: &str, times: usize, err: CallError) -> &Self {
+        self.state.lock().unwrap().faults.insert(
+            (op.into(), id.into()),
+            std::iter::repeat_n(err, times).collect(),
+        );
+        self
+    }
+    pub fn registered(&self, id: &str) -> bool {
+        self.state.lock().unwrap().amis.contains_key(id)
+    }
+    pub fn snapshot_exists(&self, id: &str) -> bool {
+        self.state.lock().unwrap().snapshots.contains_key(id)
+    }
+    fn enter(&self, op: &str, id: &str) -> Result<std::sync::MutexGuard<'_, Ec2State>, CallError> {
+        self.log.push(format!("{op} {id}"));
+        let mut s = self.state.lock().unwrap();
+        if let Some(e) = s
+            .faults
+            .get_mut(&(op.to_string(), id.to_string()))
+            .and_then(VecDeque::pop_front)
+        {
+            return Err(e);
+        }
+        Ok(s)
+    }
+}
+
+impl Amis for FakeEc2 {
+    async fn describe_image(
+        &self,
+        region: &str,
+        id: &str,
+    ) -> Result<Option<AmiDescription>, CallError> {
+        let s = self.enter("DescribeImages", id)?;
+        match s.amis.get(id) {
+            Some(a) if a.region == region => Ok(Some(AmiDescription {
+                owner_id: Some(a.owner.clone()),
+                snapshot_ids: a.snapshots.clone(),
+                tags: a.tags.clone(),
+            })),
+            _ => Err(CallError::not_found(
+                "InvalidAMIID.NotFound",
+                format!("The image id '[{id}]' does not exist"),
+            )),
+        }
+    }
+    async fn snapshots_left_by(&self, region: &str, id: &str) -> Result<Vec<String>, CallError> {
+        let s = self.enter("DescribeSnapshots", id)?;
+        let mut found: Vec<String> = s
+            .snapshots
+            .iter()
+            .filter(|(_, (r, ami))| r == region && ami == id)
+            .map(|(snap, _)| snap.clone())
+            .collect();
+        found.sort();
+        Ok(found)
+    }
+    async fn deregister_image(&self, region: &str, id: &str) -> Result<(), CallError> {
+        let mut s = self.enter("DeregisterImage", id)?;
+        match s.amis.get(id) {
+            Some(a) if a.region == region => {
+                s.amis.remove(id);
+                Ok(())
+            }
+            _ => Err(CallError::not_found("InvalidAMIID.NotFound", "no such AMI")),
+        }
+    }
+    async fn delete_snapshot(&self, region: &str, id: &str) -> Result<Removal, CallError> {
+        let mut s = self.enter("DeleteSnapshot", id)?;
+        let Some((r, ami)) = s.snapshots.get(id).cloned() else {
+            return Err(CallError::not_found(
+                "InvalidSnapshot.NotFound",
+                "no such snapshot",
+            ));
+        };
+        if r != region {
+            return Err(CallError::not_found(
+                "InvalidSnapshot.NotFound",
+                "wrong region",
+            ));
+        }
+        if s.amis.contains_key(&ami) || s.shared.contains(id) {
+            return Ok(Removal::InUse(format!(
+                "InvalidSnapshot.InUse: The snapshot {id} is currently in use by ami-other"
+            )));
+        }
+        s.snapshots.remove(id);
+        Ok(Removal::Removed)
+    }
+}
+
+#[derive(Default)]
+struct EcrState {
+    /// (region, registry, repository) → image references present.
+    repos: HashMap<(String, String, String), HashSet<ImageReference>>,
+    /// repository → whole-call errors of the next calls.
+    faults: HashMap<String, VecDeque<CallError>>,
+}
+
+/// ECR's BatchDeleteImage: per-image results, whole-call errors per repository. Clones
+/// share state.
+#[derive(Clone)]
+pub struct FakeEcr {
+    state: Arc<Mutex<EcrState>>,
+    log: CallLog,
+}
+
+impl FakeEcr {
+    /// No repositories yet; calls are written to `log`.
+    pub fn new(log: CallLog) -> Self {
+        FakeEcr {
+            state: Arc::default(),
+            log,
+        }
+    }
+    /// Puts the image `repo:tag` into `registry` in `region`.
+    pub fn image(&self, region: &str, registry: &str, repo: &str, tag: &str) -> &Self {
+        self.state
+            .lock()
+            .unwrap()
+            .repos
+            .entry((region.into(), registry.into(), repo.into()))
+            .or_default()
+            .insert(ImageReference::Tag(tag.into()));
+        self
+    }
+    /// The next `times` calls for `repo` fail with `err`.
+    pub fn fail(&self, repo: &str, times: usize, err: CallError) -> &Self {
+        self.state
+            .lock()
+            .unwrap()
+            .faults
+            .insert(repo.into(), std::iter::repeat_n(err, times).collect());
+        self
+    }
+    pub fn exists(&self, repo: &str, tag: &str) -> bool {
+        self.state
+            .lock()
+            .unwrap()
+            .repos
+            .iter()
+            .any(|((_, _, r), refs)| r == repo && refs.contains(&ImageReference::Tag(tag.into())))
+    }
+    /// BatchDeleteImage calls so far.
+    pub fn calls(&self) -> usize {
+        self.log
+            .entries()
+            .iter()
+            .filter(|l| l.starts_with("BatchDeleteImage"))
+            .count()
+    }
+}
+
+impl ContainerImages for FakeEcr {
+    async fn batch_delete_image(
+        &self,
+        region: &str,
+        registry: &str,
+        repo: &str,
+        images: &[ImageReference],
+    ) -> Result<Vec<Result<Removal, CallError>>, CallError> {
+        self.log
+            .push(format!("BatchDeleteImage {repo} {}", images.len()));
+        let mut s = self.state.lock().unwrap();
+        if let Some(e) = s.faults.get_mut(repo).and_then(VecDeque::pop_front) {
+            return Err(e);
+        }
+        let Some(refs) =
+            s.repos
+                .get_mut(&(region.to_string(), registry.to_string(), repo.to_string()))
+        else {
+            return Err(CallError::not_found(
+                "RepositoryNotFoundException",
+                "no repo",
+            ));
+        };
+        Ok(images
+            .iter()
+            .map(|r| {
+                if refs.remove(r) {
+                    Ok(Removal::Removed)
+                } else {
+                    Err(CallError::not_found(
+                        "ImageNotFound",
+                        "Requested image not found",
+                    ))
+                }
+            })
+            .collect())
+    }
+}
