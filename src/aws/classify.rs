@@ -1,7 +1,9 @@
-//! THE error classification: every SDK error of every operation we call becomes a
-//! [`CallError`] here, and only here, by matching the [`SdkError`] variant, the operation's
-//! modelled error enum and the error code from the response metadata — never by parsing a
-//! flattened message.
+//! THE error classification: every failed call of every operation we call becomes a
+//! [`CallError`] here, and only here — an SDK error by its [`SdkError`] variant, the
+//! operation's modelled error enum and the error code from the response metadata; an EC2
+//! Query error (the thin client in [`crate::aws::ec2`]) by its [`QueryFailure`] kind, error
+//! code and HTTP status — never by parsing a flattened message. Both kinds of service error
+//! go through the same rules ([`service_class`]).
 
 use aws_sdk_imagebuilder::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_imagebuilder::operation::delete_image::DeleteImageError;
@@ -11,7 +13,7 @@ use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchError;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 
-use crate::ports::{CallError, ErrorClass};
+use crate::ports::{CallError, ErrorClass, Removal};
 
 /// The class of each *modelled* error of an operation; `None` for errors the model does not
 /// name (decided by code and HTTP status instead).
@@ -110,29 +112,9 @@ where
         SdkError::ServiceError(se) => {
             let e = se.err();
             let status = se.raw().status().as_u16();
-            let code = e.code().unwrap_or("").to_string();
-            let class = if code == "ResourceNotFoundException" {
-                // Modelled or not: the image is gone, which is what we wanted.
-                ErrorClass::NotFound
-            } else if let Some(class) = e.modelled_class() {
-                class
-            } else if RETRYABLE_CODES.contains(&code.as_str()) || status == 429 || status >= 500 {
-                ErrorClass::Retryable
-            } else {
-                // Includes a bare 404 without ResourceNotFoundException: that is more likely
-                // a wrong endpoint than a deleted image, so it must not count as deleted.
-                ErrorClass::Permanent
-            };
-            let code = if code.is_empty() {
-                format!("HttpStatus{status}")
-            } else {
-                code
-            };
-            let message = e
-                .message()
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("HTTP {status}"));
-            CallError::new(class, code, message)
+            let code = e.code().unwrap_or("");
+            let class = service_class(code, status, e.modelled_class());
+            service_error(class, code, e.message(), status)
         }
         SdkError::TimeoutError(_) => CallError::retryable(
             "Timeout",
@@ -175,4 +157,304 @@ where
     };
     call.request_id = request_id;
     call
+}
+
+/// The class of a service error reply (SDK or EC2 Query alike): by its code, the operation's
+/// own class for it (`modelled`), and its HTTP status.
+pub fn service_class(code: &str, status: u16, modelled: Option<ErrorClass>) -> ErrorClass {
+    if code == "ResourceNotFoundException" {
+        // Modelled or not: the image is gone, which is what we wanted.
+        ErrorClass::NotFound
+    } else if let Some(class) = modelled {
+        class
+    } else if RETRYABLE_CODES.contains(&code) || status == 429 || status >= 500 {
+        ErrorClass::Retryable
+    } else {
+        // Includes a bare 404 without ResourceNotFoundException: that is more likely a wrong
+        // endpoint than a deleted image, so it must not count as deleted. Expired or refused
+        // credentials (`ExpiredToken`, `AuthFailure`, `RequestExpired`,
+        // `UnauthorizedOperation`) land here too: a human must act.
+        ErrorClass::Permanent
+    }
+}
+
+/// A service error reply as a [`CallError`]; a reply without a code is named by its status.
+fn service_error(class: ErrorClass, code: &str, message: Option<&str>, status: u16) -> CallError {
+    let code = if code.is_empty() {
+        format!("HttpStatus{status}")
+    } else {
+        code.to_string()
+    };
+    let message = message
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("HTTP {status}"));
+    CallError::new(class, code, message)
+}
+
+// ---- EC2 Query protocol (the thin client in crate::aws::ec2) ------------------------------
+
+/// EC2 codes meaning "already gone" (an AMI deregistered or never there, a deleted snapshot).
+pub const EC2_GONE: &[&str] = &[
+    "InvalidAMIID.NotFound",
+    "InvalidAMIID.Unavailable",
+    "InvalidSnapshot.NotFound",
+];
+
+/// A snapshot still used by another AMI: skipped with its reason, never a failure.
+pub const EC2_SNAPSHOT_IN_USE: &str = "InvalidSnapshot.InUse";
+
+/// EC2's own class for a code (what the SDK path calls the modelled class): `None` leaves it
+/// to the shared rules of [`service_class`].
+fn ec2_class(code: &str) -> Option<ErrorClass> {
+    EC2_GONE.contains(&code).then_some(ErrorClass::NotFound)
+}
+
+/// How one EC2 Query exchange failed, before classification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryFailure {
+    /// A non-2xx reply; `code` and `message` come from its error document when it has a
+    /// readable one.
+    Service {
+        status: u16,
+        code: Option<String>,
+        message: Option<String>,
+    },
+    /// A reply whose body could not be read or is not the XML expected.
+    Unreadable { status: u16, detail: String },
+    /// No reply within the attempt timeout.
+    Timeout(String),
+    /// The request got no reply (connection refused or reset, DNS, TLS, I/O). `user`: the
+    /// request itself is unsendable (a malformed endpoint URL), so retrying cannot help.
+    Dispatch { user: bool, detail: String },
+    /// The credentials provider chain gave no credentials.
+    Credentials(String),
+    /// The request could not be built or signed.
+    Construction(String),
+}
+
+/// Classifies one failed EC2 Query exchange exactly as [`classify`] does an SDK error of the
+/// same kind: the same codes, the same classes, the same transport error names.
+pub fn classify_query(failure: QueryFailure, request_id: Option<String>) -> CallError {
+    let mut call = match failure {
+        QueryFailure::Service {
+            status,
+            code,
+            message,
+        } => {
+            let code = code.unwrap_or_default();
+            let class = service_class(&code, status, ec2_class(&code));
+            service_error(class, &code, message.as_deref(), status)
+        }
+        QueryFailure::Unreadable { status, detail } => {
+            let class = if status == 429 || status >= 500 {
+                ErrorClass::Retryable
+            } else {
+                ErrorClass::Permanent
+            };
+            CallError::new(
+                class,
+                "ResponseError",
+                format!("unreadable response (HTTP {status}): {detail}"),
+            )
+        }
+        QueryFailure::Timeout(detail) => {
+            CallError::retryable("Timeout", format!("no response in time: {detail}"))
+        }
+        QueryFailure::Dispatch { user: true, detail } => CallError::permanent(
+            "DispatchFailure",
+            format!("request could not be sent (configuration): {detail}"),
+        ),
+        // Connection refused/reset, DNS, TLS, I/O timeouts: transient by nature.
+        QueryFailure::Dispatch {
+            user: false,
+            detail,
+        } => CallError::retryable("DispatchFailure", format!("connection error: {detail}")),
+        // The SDK resolves credentials while dispatching and reports a failure as a dispatch
+        // failure: a provider (IMDS, STS) that did not answer may answer the next attempt.
+        QueryFailure::Credentials(detail) => CallError::retryable(
+            "DispatchFailure",
+            format!("credentials could not be resolved: {detail}"),
+        ),
+        QueryFailure::Construction(detail) => CallError::permanent(
+            "ConstructionFailure",
+            format!("request could not be built: {detail}"),
+        ),
+    };
+    call.request_id = request_id;
+    call
+}
+
+/// What a refused EC2 removal means: `InvalidSnapshot.InUse` is [`Removal::InUse`] with its
+/// reason (a skip, not a failure); any other error stays an error.
+pub fn ec2_refusal(err: CallError) -> Result<Removal, CallError> {
+    if err.code == EC2_SNAPSHOT_IN_USE {
+        // A reply without a message carries the status as its message (`HTTP 400`).
+        let bare = err
+            .message
+            .strip_prefix("HTTP ")
+            .is_some_and(|rest| rest.len() == 3 && rest.bytes().all(|b| b.is_ascii_digit()));
+        let why = if err.message.is_empty() || bare {
+            "the snapshot is used by another AMI"
+        } else {
+            &err.message
+        };
+        Ok(Removal::InUse(format!("{EC2_SNAPSHOT_IN_USE}: {why}")))
+    } else {
+        Err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(status: u16, code: &str) -> CallError {
+        classify_query(
+            QueryFailure::Service {
+                status,
+                code: Some(code.into()),
+                message: Some("m".into()),
+            },
+            Some("r".into()),
+        )
+    }
+
+    #[test]
+    fn ec2_gone_codes_are_not_found() {
+        for code in EC2_GONE.iter().chain(&["ResourceNotFoundException"]) {
+            assert_eq!(service(400, code).class, ErrorClass::NotFound, "{code}");
+        }
+    }
+
+    #[test]
+    fn throttling_codes_429_and_5xx_are_retryable() {
+        for code in [
+            "RequestLimitExceeded",
+            "Throttling",
+            "InternalError",
+            "Unavailable",
+        ] {
+            let status = if code == "Unavailable" { 503 } else { 400 };
+            assert_eq!(service(status, code).class, ErrorClass::Retryable, "{code}");
+        }
+        assert_eq!(service(429, "SomethingNew").class, ErrorClass::Retryable);
+    }
+
+    #[test]
+    fn credential_and_permission_codes_and_other_4xx_are_permanent() {
+        for code in [
+            "AuthFailure",
+            "ExpiredToken",
+            "RequestExpired",
+            "UnauthorizedOperation",
+            "InvalidParameterValue",
+            EC2_SNAPSHOT_IN_USE,
+        ] {
+            let e = service(400, code);
+            assert_eq!((e.class, e.code.as_str()), (ErrorClass::Permanent, code));
+            assert_eq!(e.request_id.as_deref(), Some("r"));
+        }
+    }
+
+    #[test]
+    fn a_reply_without_a_code_is_named_and_classed_by_its_status() {
+        let bare = |status| {
+            classify_query(
+                QueryFailure::Service {
+                    status,
+                    code: None,
+                    message: None,
+                },
+                None,
+            )
+        };
+        let e = bare(404);
+        assert_eq!(
+            (e.class, e.code.as_str(), e.message.as_str()),
+            (ErrorClass::Permanent, "HttpStatus404", "HTTP 404")
+        );
+        assert_eq!(bare(502).class, ErrorClass::Retryable);
+    }
+
+    #[test]
+    fn transport_failures_keep_the_sdk_paths_names_and_classes() {
+        let cases = [
+            (
+                QueryFailure::Timeout("t".into()),
+                ErrorClass::Retryable,
+                "Timeout",
+            ),
+            (
+                QueryFailure::Dispatch {
+                    user: false,
+                    detail: "refused".into(),
+                },
+                ErrorClass::Retryable,
+                "DispatchFailure",
+            ),
+            (
+                QueryFailure::Dispatch {
+                    user: true,
+                    detail: "bad URL".into(),
+                },
+                ErrorClass::Permanent,
+                "DispatchFailure",
+            ),
+            (
+                QueryFailure::Credentials("none".into()),
+                ErrorClass::Retryable,
+                "DispatchFailure",
+            ),
+            (
+                QueryFailure::Construction("x".into()),
+                ErrorClass::Permanent,
+                "ConstructionFailure",
+            ),
+            (
+                QueryFailure::Unreadable {
+                    status: 200,
+                    detail: "x".into(),
+                },
+                ErrorClass::Permanent,
+                "ResponseError",
+            ),
+            (
+                QueryFailure::Unreadable {
+                    status: 503,
+                    detail: "x".into(),
+                },
+                ErrorClass::Retryable,
+                "ResponseError",
+            ),
+        ];
+        for (failure, class, code) in cases {
+            let e = classify_query(failure.clone(), None);
+            assert_eq!((e.class, e.code.as_str()), (class, code), "{failure:?}");
+        }
+    }
+
+    #[test]
+    fn only_a_snapshot_in_use_refusal_becomes_a_removal() {
+        let in_use = service(400, EC2_SNAPSHOT_IN_USE);
+        assert_eq!(
+            ec2_refusal(in_use),
+            Ok(Removal::InUse("InvalidSnapshot.InUse: m".into()))
+        );
+        let bare = classify_query(
+            QueryFailure::Service {
+                status: 400,
+                code: Some(EC2_SNAPSHOT_IN_USE.into()),
+                message: None,
+            },
+            None,
+        );
+        assert_eq!(
+            ec2_refusal(bare),
+            Ok(Removal::InUse(
+                "InvalidSnapshot.InUse: the snapshot is used by another AMI".into()
+            ))
+        );
+        let other = service(400, "InvalidSnapshot.NotFound");
+        assert_eq!(ec2_refusal(other.clone()), Err(other));
+    }
 }

@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use imagebuilder_reaper::aws::ec2::{query, Ec2, Params};
 use serde_json::{json, Value};
 
 use crate::support::constants::ACCOUNT;
@@ -17,7 +18,9 @@ use crate::support::fixtures::arn;
 use crate::support::moto::{self, Moto};
 use crate::support::world::{result_for, Setup, World};
 
-fn ec2(region: &str) -> aws_sdk_ec2::Client {
+/// The crate's own EC2 client pointed at moto: seeding and checking go through the same
+/// Query client the function uses (RegisterImage and CreateTags as raw calls).
+fn ec2(region: &str) -> Ec2 {
     Moto::shared().ec2(region)
 }
 
@@ -28,53 +31,43 @@ fn ecr(region: &str) -> aws_sdk_ecr::Client {
 /// Registers an AMI in moto; returns its id and its snapshots.
 async fn seed_ami(region: &str, tags: &[(&str, &str)]) -> (String, Vec<String>) {
     let c = ec2(region);
-    let id = c
-        .register_image()
-        .name(moto::unique("e2e-ami"))
-        .send()
-        .await
-        .expect("RegisterImage")
-        .image_id
-        .expect("an AMI id");
+    let register = Params::new("RegisterImage").set("Name", moto::unique("e2e-ami"));
+    let reply = c.call(region, &register).await.expect("RegisterImage");
+    let id =
+        query::text(reply.document().expect("XML").root_element(), "imageId").expect("an AMI id");
     for (k, v) in tags {
-        c.create_tags()
-            .resources(&id)
-            .tags(aws_sdk_ec2::types::Tag::builder().key(*k).value(*v).build())
-            .send()
-            .await
-            .expect("CreateTags");
+        let create = Params::new("CreateTags")
+            .list("ResourceId", [id.as_str()])
+            .set("Tag.1.Key", *k)
+            .set("Tag.1.Value", *v);
+        c.call(region, &create).await.expect("CreateTags");
     }
     (id.clone(), snapshots_of(region, &id).await)
 }
 
 async fn snapshots_of(region: &str, ami: &str) -> Vec<String> {
-    let out = ec2(region)
-        .describe_images()
-        .image_ids(ami)
-        .send()
+    let images = ec2(region)
+        .describe_images(region, &[ami])
         .await
         .expect("DescribeImages");
-    out.images()[0]
-        .block_device_mappings()
-        .iter()
-        .filter_map(|m| m.ebs()?.snapshot_id().map(str::to_string))
-        .collect()
+    images[0].snapshot_ids.clone()
 }
 
 async fn ami_registered(region: &str, ami: &str) -> bool {
-    match ec2(region).describe_images().image_ids(ami).send().await {
-        Ok(out) => !out.images().is_empty(),
+    match ec2(region).describe_images(region, &[ami]).await {
+        Ok(images) => !images.is_empty(),
         Err(_) => false, // InvalidAMIID.NotFound
     }
 }
 
 async fn snapshot_exists(region: &str, snap: &str) -> bool {
-    ec2(region)
-        .describe_snapshots()
-        .snapshot_ids(snap)
-        .send()
-        .await
-        .is_ok_and(|o| !o.snapshots().is_empty())
+    let describe = Params::new("DescribeSnapshots").list("SnapshotId", [snap]);
+    match ec2(region).call(region, &describe).await {
+        Ok(reply) => reply
+            .document()
+            .is_ok_and(|d| query::items(d.root_element(), "snapshotSet").count() > 0),
+        Err(_) => false, // InvalidSnapshot.NotFound
+    }
 }
 
 /// Creates a repository with one tagged image; returns its URI as Image Builder reports it.
@@ -219,9 +212,7 @@ async fn a_retry_after_the_ami_was_deregistered_finds_and_deletes_its_leftover_s
     // GIVEN an earlier attempt deregistered the AMI but its snapshot is still there
     let (ami, snaps) = seed_ami("us-east-1", &[]).await;
     ec2("us-east-1")
-        .deregister_image()
-        .image_id(&ami)
-        .send()
+        .deregister_image("us-east-1", &ami)
         .await
         .expect("DeregisterImage");
     assert!(snapshot_exists("us-east-1", &snaps[0]).await);

@@ -6,9 +6,9 @@
 //! ends — normally, by panic or by a signal — the pipe closes and moto exits, so no server
 //! is left behind even though a `static` is never dropped.
 //!
-//! SQS, EC2 and ECR are driven with the AWS SDK for Rust (the crate's own clients);
-//! EventBridge, which the crate has no SDK for, with its JSON protocol over a plain
-//! HTTP/1.1 request.
+//! SQS and ECR are driven with the AWS SDK for Rust (the crate's own clients), EC2 with the
+//! crate's own thin Query client; EventBridge, which the crate has no SDK for, with its JSON
+//! protocol over a plain HTTP/1.1 request.
 
 use std::io::{Read, Write};
 use std::process::{ChildStdin, Command, Stdio};
@@ -100,10 +100,11 @@ impl Moto {
         aws_sdk_sqs::Client::new(&self.sdk_config(REGION))
     }
 
-    /// An EC2 client for this moto, in `region`.
+    /// The crate's own thin EC2 Query client for this moto (each call names its region):
+    /// seeding and checking go through the client the function uses.
     #[cfg(feature = "output-resources")]
-    pub fn ec2(&self, region: &str) -> aws_sdk_ec2::Client {
-        aws_sdk_ec2::Client::new(&self.sdk_config(region))
+    pub fn ec2(&self, region: &str) -> imagebuilder_reaper::aws::ec2::Ec2 {
+        imagebuilder_reaper::aws::ec2::Ec2::new(&self.sdk_config(region))
     }
 
     /// An ECR client for this moto, in `region`.
