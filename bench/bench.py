@@ -644,7 +644,7 @@ def main():
     if args.doc and not only:
         write_doc(args.doc, table, notes)
     elif args.doc:
-        print("bench: BENCH_ONLY run, README.md left alone", file=sys.stderr)
+        print("bench: BENCH_ONLY run, %s left alone" % os.path.relpath(args.doc, ROOT), file=sys.stderr)
 
 
 def render(rows) -> str:
