@@ -220,9 +220,12 @@ fn apply_failure<T>(
         rec.status = Status::AlreadyDeleted;
         return;
     }
-    let retryable = error.class == ErrorClass::Retryable;
+    rec.configuration = error.class == ErrorClass::Configuration;
+    let retryable = error.class == ErrorClass::Retryable || rec.configuration;
     let why = if stopped_by_deadline {
         format!("; gave up after {attempts} attempt(s) because the Lambda deadline is near")
+    } else if rec.configuration {
+        "; the function's credentials were refused: fix them, then retry".to_string()
     } else if retryable {
         format!("; still failing after {attempts} attempt(s) (MAX_ATTEMPTS)")
     } else {

@@ -315,8 +315,7 @@ impl<'b> Run<'b> {
     }
 
     fn need(&self, t: usize) -> Need {
-        let rec = self.record(t);
-        rec.status.need(rec.retryable.unwrap_or(false))
+        self.record(t).need()
     }
 
     fn record(&self, t: usize) -> &ResultRecord {

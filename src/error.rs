@@ -33,6 +33,10 @@ pub enum ReaperError {
     /// A bad environment value at init.
     #[error(transparent)]
     ConfigurationError(#[from] ConfigError),
+    /// The function's own credentials were refused during the invocation (not the ARNs'
+    /// fault): nothing was dead-lettered; the caller retries once they are fixed.
+    #[error("{0}")]
+    CredentialsRefused(String),
 }
 
 impl ReaperError {
@@ -41,7 +45,9 @@ impl ReaperError {
         match self {
             ReaperError::InvalidEvent(_) => ERROR_TYPES[0],
             ReaperError::DeadLetterQueueUnavailable { .. } => ERROR_TYPES[1],
-            ReaperError::ConfigurationError(_) => ERROR_TYPES[2],
+            ReaperError::ConfigurationError(_) | ReaperError::CredentialsRefused(_) => {
+                ERROR_TYPES[2]
+            }
         }
     }
 }

@@ -133,6 +133,20 @@ impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Handler<I, D, A,
 /// dead-lettered could not be.
 fn conclude(exec: &Execution) -> Result<Report, ReaperError> {
     let sqs = matches!(exec.kind, InvocationKind::Sqs { .. });
+    if let Some(rec) = exec
+        .records
+        .iter()
+        .find(|r| r.configuration)
+        .filter(|_| !sqs)
+    {
+        let err = ReaperError::CredentialsRefused(format!(
+            "{}: {}; nothing was dead-lettered, retry once the function's credentials are fixed",
+            rec.error_code.as_deref().unwrap_or("CredentialsError"),
+            rec.message.as_deref().unwrap_or("")
+        ));
+        tracing::error!(errorType = err.error_type(), error = %err, "invocation failed");
+        return Err(err);
+    }
     if !sqs && !exec.not_dead_lettered.is_empty() {
         let err = dead_letter_queue_unavailable(exec);
         tracing::error!(errorType = "DeadLetterQueueUnavailable", error = %err, "invocation failed");

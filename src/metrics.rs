@@ -130,6 +130,7 @@ mod tests {
             error_code: None,
             message: None,
             retryable: None,
+            configuration: false,
             attempts: 1,
             latency_ms: 1,
             dead_lettered,

@@ -66,6 +66,18 @@ pub enum Need {
     DeadLetter,
     /// Retryable failure after `MAX_ATTEMPTS`, or not attempted (deadline, FIFO order).
     Retry,
+    /// The function's own credentials failed: a retry after the fix, never a dead letter.
+    Reconfigure,
+}
+
+impl ResultRecord {
+    /// What this outcome still needs.
+    pub fn need(&self) -> Need {
+        if self.configuration {
+            return Need::Reconfigure;
+        }
+        self.status.need(self.retryable.unwrap_or(false))
+    }
 }
 
 /// Where an outcome goes first, before any dead-letter send is attempted.
@@ -86,6 +98,8 @@ pub enum Destination {
 pub fn destination(kind: InvocationKind, need: Need, dlq_configured: bool) -> Destination {
     match (need, kind) {
         (Need::Nothing, _) => Destination::Done,
+        // Not the ARN's fault: SQS redelivers it, anything else fails the invocation.
+        (Need::Reconfigure, _) => Destination::HandBack,
         // SQS redelivers the record; the queue's own redrive policy ends the story.
         (Need::Retry, InvocationKind::Sqs { .. }) => Destination::HandBack,
         // EventBridge / direct / Step Functions: permanent and retryable alike go to the DLQ
@@ -130,6 +144,8 @@ pub struct ResultRecord {
     pub message: Option<String>,
     /// Set for `failed` and `notAttempted`.
     pub retryable: Option<bool>,
+    /// The failure is the function's own credentials, not the ARN's (never dead-lettered).
+    pub configuration: bool,
     /// Calls made for this ARN's deciding operation (0 for rejected / not attempted).
     pub attempts: u32,
     /// Wall time spent on this ARN's calls, including backoff.
@@ -153,6 +169,7 @@ impl ResultRecord {
             error_code: None,
             message: None,
             retryable: None,
+            configuration: false,
             attempts: 0,
             latency_ms: 0,
             dead_lettered: false,

@@ -20,6 +20,10 @@ pub enum ErrorClass {
     Permanent,
     /// `ResourceNotFoundException`: the image is already gone.
     NotFound,
+    /// The function's own credentials were refused or could not be had (expired token,
+    /// unknown key, bad signature): not the ARN's fault, and the same for every ARN. The ARN
+    /// is handed back (SQS) or fails the invocation; it is never dead-lettered.
+    Configuration,
 }
 
 /// A classified failure of one call.

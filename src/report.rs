@@ -278,6 +278,7 @@ mod tests {
             error_code: (!status.is_success()).then(|| "ClientException".into()),
             message: None,
             retryable: (status == Status::Failed).then_some(false),
+            configuration: false,
             attempts: 1,
             latency_ms: 3,
             dead_lettered: status == Status::Failed,

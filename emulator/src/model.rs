@@ -22,6 +22,10 @@ pub const ERROR_CODES: &[(&str, u16)] = &[
     ("ResourceDependencyException", 400),
     ("ResourceNotFoundException", 404),
     ("InvalidPaginationTokenException", 400),
+    // Not in the service model: what AWS's front end answers when the caller's own
+    // credentials are refused, whatever the service.
+    ("ExpiredTokenException", 403),
+    ("UnrecognizedClientException", 403),
 ];
 
 /// The modelled HTTP status of `code`, or `None` for a code the model does not know.

@@ -5,6 +5,7 @@
 //! code and HTTP status — never by parsing a flattened message. Both kinds of service error
 //! go through the same rules ([`service_class`]).
 
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_imagebuilder::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_imagebuilder::operation::delete_image::DeleteImageError;
 use aws_sdk_imagebuilder::operation::get_image::GetImageError;
@@ -102,6 +103,31 @@ const RETRYABLE_CODES: &[&str] = &[
     "ServiceUnavailable",
 ];
 
+/// Codes that mean the function's own credentials were refused: a configuration problem,
+/// the same for every ARN.
+const CONFIGURATION_CODES: &[&str] = &[
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "InvalidSignatureException",
+    "RequestExpired",
+    "SignatureDoesNotMatch",
+    "AuthFailure",
+];
+
+/// Whether `err` (or anything it was caused by) is the credentials provider chain failing.
+fn credentials_failed(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if e.is::<CredentialsError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
 /// Classifies any SDK error of the operations we call.
 pub fn classify<E>(err: &SdkError<E, HttpResponse>) -> CallError
 where
@@ -119,6 +145,16 @@ where
         SdkError::TimeoutError(_) => CallError::retryable(
             "Timeout",
             format!("no response in time: {}", DisplayErrorContext(err)),
+        ),
+        // Identity resolution runs while dispatching: a provider chain that yields no
+        // credentials is the function's configuration, not the ARN's.
+        SdkError::DispatchFailure(_) if credentials_failed(err) => CallError::new(
+            ErrorClass::Configuration,
+            "CredentialsError",
+            format!(
+                "the function's credentials could not be resolved: {}",
+                DisplayErrorContext(err)
+            ),
         ),
         SdkError::DispatchFailure(d) if d.is_user() => CallError::permanent(
             "DispatchFailure",
@@ -165,15 +201,17 @@ pub fn service_class(code: &str, status: u16, modelled: Option<ErrorClass>) -> E
     if code == "ResourceNotFoundException" {
         // Modelled or not: the image is gone, which is what we wanted.
         ErrorClass::NotFound
+    } else if CONFIGURATION_CODES.contains(&code) {
+        ErrorClass::Configuration
     } else if let Some(class) = modelled {
         class
     } else if RETRYABLE_CODES.contains(&code) || status == 429 || status >= 500 {
         ErrorClass::Retryable
     } else {
         // Includes a bare 404 without ResourceNotFoundException: that is more likely a wrong
-        // endpoint than a deleted image, so it must not count as deleted. Expired or refused
-        // credentials (`ExpiredToken`, `AuthFailure`, `RequestExpired`,
-        // `UnauthorizedOperation`) land here too: a human must act.
+        // endpoint than a deleted image, so it must not count as deleted. A refused
+        // permission (`UnauthorizedOperation`, `AccessDenied…`) lands here too: a human must
+        // act, and it may be this ARN's alone.
         ErrorClass::Permanent
     }
 }
@@ -269,11 +307,10 @@ pub fn classify_query(failure: QueryFailure, request_id: Option<String>) -> Call
             user: false,
             detail,
         } => CallError::retryable("DispatchFailure", format!("connection error: {detail}")),
-        // The SDK resolves credentials while dispatching and reports a failure as a dispatch
-        // failure: a provider (IMDS, STS) that did not answer may answer the next attempt.
-        QueryFailure::Credentials(detail) => CallError::retryable(
-            "DispatchFailure",
-            format!("credentials could not be resolved: {detail}"),
+        QueryFailure::Credentials(detail) => CallError::new(
+            ErrorClass::Configuration,
+            "CredentialsError",
+            format!("the function's credentials could not be resolved: {detail}"),
         ),
         QueryFailure::Construction(detail) => CallError::permanent(
             "ConstructionFailure",
@@ -341,12 +378,28 @@ mod tests {
     }
 
     #[test]
-    fn credential_and_permission_codes_and_other_4xx_are_permanent() {
+    fn refused_credentials_are_a_configuration_problem() {
+        // GIVEN the codes of the function's own credentials being refused
+        for code in CONFIGURATION_CODES {
+            // THEN they are neither the ARN's failure nor worth retrying as such
+            assert_eq!(
+                service(400, code).class,
+                ErrorClass::Configuration,
+                "{code}"
+            );
+        }
+        let e = classify_query(QueryFailure::Credentials("no provider".into()), None);
+        assert_eq!(
+            (e.class, e.code.as_str()),
+            (ErrorClass::Configuration, "CredentialsError")
+        );
+    }
+
+    #[test]
+    fn permission_codes_and_other_4xx_are_permanent() {
         for code in [
-            "AuthFailure",
-            "ExpiredToken",
-            "RequestExpired",
             "UnauthorizedOperation",
+            "AccessDeniedException",
             "InvalidParameterValue",
             EC2_SNAPSHOT_IN_USE,
         ] {
@@ -398,11 +451,6 @@ mod tests {
                     detail: "bad URL".into(),
                 },
                 ErrorClass::Permanent,
-                "DispatchFailure",
-            ),
-            (
-                QueryFailure::Credentials("none".into()),
-                ErrorClass::Retryable,
                 "DispatchFailure",
             ),
             (

@@ -644,6 +644,55 @@ async fn when_the_dlq_is_gone_sqs_records_are_handed_back_and_direct_invocations
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_hand_records_back_and_fail_direct_invocations() {
+    // GIVEN Image Builder refuses the function's credentials for two images
+    let (sqs_arn, direct_arn) = (arn("creds-refused", 1), arn("creds-refused", 2));
+    let w = World::start(Setup::default().seed([sqs_arn.clone(), direct_arn.clone()])).await;
+    for a in [&sqs_arn, &direct_arn] {
+        w.emu
+            .script(a, vec![Step::Error("ExpiredTokenException".into())]);
+    }
+
+    // WHEN an SQS batch names one of them
+    let reply = w.invoke(&sqs_event(&[("m-creds", &sqs_arn)])).await;
+
+    // THEN its record is handed back for a retry and nothing is dead-lettered
+    let report = reply.response();
+    assert_eq!(
+        failed_items(report),
+        BTreeSet::from(["m-creds".to_string()]),
+        "{report:#}"
+    );
+    assert_eq!(
+        result_for(report, &sqs_arn)["errorCode"],
+        "ExpiredTokenException"
+    );
+    assert_eq!(report["summary"]["deadLettered"], 0);
+
+    // WHEN a direct invocation names the other
+    let reply = w
+        .invoke(&json!({"imageBuildVersionArns": [direct_arn]}))
+        .await;
+
+    // THEN the invocation fails with ConfigurationError naming the cause
+    let err = reply.error();
+    assert_eq!(
+        err.error_type.as_deref(),
+        Some("ConfigurationError"),
+        "{err:?}"
+    );
+    assert!(
+        err.error_message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("ExpiredTokenException"),
+        "{err:?}"
+    );
+    assert!(w.dead_letters(0).await.is_empty());
+    assert!(w.emu.image_exists(&direct_arn));
+}
+
 // ---------------------------------------------------------------------------------------
 // The Lambda deadline
 // ---------------------------------------------------------------------------------------

@@ -9,11 +9,12 @@ use imagebuilder_reaper::config::Config;
 use imagebuilder_reaper::engine::Invocation;
 use imagebuilder_reaper::error::ReaperError;
 use imagebuilder_reaper::outcome::Status;
+use imagebuilder_reaper::ports::ErrorClass;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::support::constants::{ACCOUNT, REQUEST_ID};
-use crate::support::fakes::DlqMode;
+use crate::support::fakes::{DlqMode, Reply};
 use crate::support::fixtures::{arn, sqs_event};
 use crate::support::harness::{from_source, Harness, Outcome};
 use crate::support::{process, runtime_api};
@@ -365,4 +366,51 @@ async fn a_large_backlog_at_the_deadline_is_dead_lettered_in_time() {
     );
     assert!(summary.deleted > 0);
     w.assert_accounted(&from_source(REQUEST_ID, &arns), &h);
+}
+
+// ---------------------------------------------------------------------------------------
+// The function's own credentials are a configuration problem, not the ARN's
+// ---------------------------------------------------------------------------------------
+
+fn expired_token() -> Reply {
+    Reply::Err(ErrorClass::Configuration, "ExpiredTokenException")
+}
+
+#[tokio::test(start_paused = true)]
+async fn expired_credentials_fail_a_direct_invocation_and_dead_letter_nothing() {
+    // GIVEN Image Builder refuses the function's credentials
+    let w = world(Config::default());
+    let (a, b) = (arn("web", 1), arn("web", 2));
+    w.images
+        .script(&a, [expired_token()])
+        .script(&b, [expired_token()]);
+    // WHEN invoked directly
+    let h = w.run(&json!({ "imageBuildVersionArns": [a, b] })).await;
+    // THEN the invocation fails with ConfigurationError naming the cause, nothing is
+    // dead-lettered, and nothing was retried
+    match &h.result {
+        Err(e) => {
+            assert_eq!(e.error_type(), "ConfigurationError", "{e}");
+            assert!(e.to_string().contains("ExpiredTokenException"), "{e}");
+        }
+        Ok(r) => panic!("expected ConfigurationError, got {r:?}"),
+    }
+    assert!(dead_letters(&w).is_empty());
+    assert_eq!(w.images.calls_of("DeleteImage", &a), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn expired_credentials_hand_an_sqs_record_back_without_dead_lettering_it() {
+    // GIVEN Image Builder refuses the function's credentials for the ARN of one record
+    let w = world(Config::default());
+    let (bad, good) = (arn("web", 1), arn("web", 2));
+    w.images.script(&bad, [expired_token()]);
+    // WHEN an SQS batch names it and another ARN
+    let h = w.run(&sqs_bodies(&[&bad, &good])).await;
+    // THEN its record is handed back, the other deleted, and nothing is dead-lettered
+    assert_eq!(h.batch_failures(), vec!["m-0".to_string()]);
+    assert_eq!(h.status(&bad), Status::Failed);
+    assert_eq!(h.entry(&bad).retryable, Some(true));
+    assert_eq!(h.status(&good), Status::Deleted);
+    assert!(dead_letters(&w).is_empty());
 }

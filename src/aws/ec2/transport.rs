@@ -499,9 +499,10 @@ mod tests {
             .call("us-east-1", &Params::new("DescribeImages"))
             .await
             .unwrap_err();
+        // No credentials at all is the function's configuration, not the ARN's.
         assert_eq!(
             (e.class, e.code.as_str()),
-            (ErrorClass::Retryable, "DispatchFailure")
+            (ErrorClass::Configuration, "CredentialsError")
         );
     }
 
