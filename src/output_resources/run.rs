@@ -231,18 +231,44 @@ async fn delete_ami<A: Amis>(
                 "not attempted: its AMI is still registered, and EC2 refuses to delete a snapshot its AMI uses",
             )
         } else {
-            match call(s, || amis.delete_snapshot(&task.region, &snap)).await {
-                Call::Ok(Removal::Removed) => e.with_status(ResourceStatus::Deleted),
-                Call::Ok(Removal::InUse(why)) => {
-                    e.with_status(ResourceStatus::SkippedInUse).with_message(why)
-                }
-                Call::Gone => e.with_status(ResourceStatus::AlreadyDeleted),
-                Call::Failed(err, n) => failed(e, &err, n),
-                Call::NotStarted => e.not_attempted(DEADLINE),
-            }
+            delete_snapshot(amis, task, &snap, e, s).await
         });
     }
     out
+}
+
+/// The code EC2 refuses a snapshot in use with.
+const SNAPSHOT_IN_USE: &str = "InvalidSnapshot.InUse";
+
+/// DeleteSnapshot. EC2 is eventually consistent: right after DeregisterImage it may still
+/// refuse the snapshot as in use by that very AMI (it names the AMI only in the message).
+/// Such a refusal is retried like any retryable error and, if it outlasts the attempts,
+/// fails retryably, so a later attempt finishes the job instead of orphaning the snapshot.
+/// In use by another AMI: skipped with the reason.
+async fn delete_snapshot<A: Amis>(
+    amis: &A,
+    task: &AmiTask,
+    snap: &str,
+    e: ResourceEntry,
+    s: &Settings<'_>,
+) -> ResourceEntry {
+    let attempt = || async {
+        match amis.delete_snapshot(&task.region, snap).await {
+            Ok(Removal::InUse(why)) if why.contains(task.image_id.as_str()) => {
+                Err(CallError::retryable(SNAPSHOT_IN_USE, why))
+            }
+            other => other,
+        }
+    };
+    match call(s, attempt).await {
+        Call::Ok(Removal::Removed) => e.with_status(ResourceStatus::Deleted),
+        Call::Ok(Removal::InUse(why)) => e
+            .with_status(ResourceStatus::SkippedInUse)
+            .with_message(why),
+        Call::Gone => e.with_status(ResourceStatus::AlreadyDeleted),
+        Call::Failed(err, n) => failed(e, &err, n),
+        Call::NotStarted => e.not_attempted(DEADLINE),
+    }
 }
 
 /// BatchDeleteImage for one repository, 100 images per call. The whole call goes through

@@ -128,6 +128,47 @@ async fn full_cleanup_deletes_every_piece_in_its_own_region_and_delete_image_las
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_snapshot_still_in_use_by_its_just_deregistered_ami_is_retried_and_deleted() {
+    // GIVEN EC2 still reports snap-2 in use by its own AMI twice after DeregisterImage
+    let w = with_standard_image(cleanup(Mode::Amis), Some(DlqMode::Up));
+    w.ec2.lagging("snap-2", 2);
+    // WHEN the image is deleted with its AMIs
+    let h = w.run(&direct(json!({}))).await;
+    // THEN the snapshot is retried until it goes, and the image is deleted
+    let r = h.entry(IMAGE);
+    let snap2 = r
+        .output_resources
+        .iter()
+        .find(|e| e.id == "snap-2")
+        .unwrap();
+    assert_eq!(snap2.status, ResourceStatus::Deleted, "{snap2:?}");
+    assert!(!w.ec2.snapshot_exists("snap-2"));
+    assert_eq!(r.status, Status::Deleted);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_snapshot_its_own_ami_keeps_in_use_fails_retryably_and_keeps_the_image() {
+    // GIVEN EC2 keeps reporting snap-2 in use by its own, deregistered AMI
+    let w = with_standard_image(cleanup(Mode::Amis), Some(DlqMode::Up));
+    w.ec2.lagging("snap-2", 100);
+    // WHEN the image is deleted with its AMIs
+    let h = w.run(&direct(json!({}))).await;
+    // THEN the snapshot is not orphaned as skipped: it fails retryably, and DeleteImage
+    // waits for a later attempt that can still find it through GetImage
+    let r = h.entry(IMAGE);
+    let snap2 = r
+        .output_resources
+        .iter()
+        .find(|e| e.id == "snap-2")
+        .unwrap();
+    assert_eq!(snap2.status, ResourceStatus::Failed, "{snap2:?}");
+    assert_eq!(snap2.retryable, Some(true));
+    assert_eq!((r.status, r.retryable), (Status::Failed, Some(true)));
+    assert!(!w.images.is_deleted(IMAGE));
+    w.assert_accounted(&[(REQUEST_ID, IMAGE)], &h);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_snapshot_used_by_another_ami_is_skipped_with_its_reason_and_does_not_block() {
     let w = with_standard_image(cleanup(Mode::Amis), Some(DlqMode::Up));
     w.ec2.shared("snap-2");

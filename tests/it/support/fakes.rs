@@ -366,6 +366,9 @@ struct Ec2State {
     shared: HashSet<String>,
     /// (operation, id) → errors returned by the next calls, in order.
     faults: HashMap<(String, String), VecDeque<CallError>>,
+    /// snapshot id → how many more DeleteSnapshot calls still see its own, already
+    /// deregistered AMI using it (EC2's eventual consistency).
+    lagging: HashMap<String, usize>,
 }
 
 /// EC2 as the real service behaves for these calls: a snapshot of a registered AMI is
@@ -417,6 +420,16 @@ impl FakeEc2 {
     /// Marks `snap` as used by another AMI as well.
     pub fn shared(&self, snap: &str) -> &Self {
         self.state.lock().unwrap().shared.insert(snap.into());
+        self
+    }
+    /// The next `times` DeleteSnapshot calls for `snap` still find it in use by its own AMI,
+    /// even once that AMI is deregistered.
+    pub fn lagging(&self, snap: &str, times: usize) -> &Self {
+        self.state
+            .lock()
+            .unwrap()
+            .lagging
+            .insert(snap.into(), times);
         self
     }
     /// The next `times` calls of `op` for `id` fail with `err`.
@@ -500,6 +513,12 @@ impl Amis for FakeEc2 {
                 "InvalidSnapshot.NotFound",
                 "wrong region",
             ));
+        }
+        if let Some(n) = s.lagging.get_mut(id).filter(|n| **n > 0) {
+            *n -= 1;
+            return Ok(Removal::InUse(format!(
+                "InvalidSnapshot.InUse: The snapshot {id} is currently in use by {ami}"
+            )));
         }
         if s.amis.contains_key(&ami) || s.shared.contains(id) {
             return Ok(Removal::InUse(format!(

@@ -157,9 +157,10 @@ impl Harness {
                         && (m.body["imageBuildVersionArn"] == *item || m.body["input"] == *item)
                 })
                 .count();
-            let handed_back = !done
-                && in_dlq == 0
-                && (failed_records.contains(*source) || not_dead_lettered.contains(*item));
+            // A done item in a handed-back record is harmless (redelivered, it is found gone);
+            // a dead-lettered one would be dead-lettered again, so that counts as two places.
+            let handed_back =
+                !done && (failed_records.contains(*source) || not_dead_lettered.contains(*item));
             assert!(
                 in_dlq <= 1,
                 "{item} from {source} dead-lettered {in_dlq} times"
