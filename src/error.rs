@@ -67,6 +67,17 @@ impl From<ReaperError> for Diagnostic {
     }
 }
 
+/// The Runtime API's URI from `AWS_LAMBDA_RUNTIME_API`, read as the runtime reads it: Lambda
+/// sets `host:port`, local runtimes sometimes a full `http://host:port`.
+fn runtime_api_uri(api: &str) -> Option<http::Uri> {
+    let api = api.trim();
+    if api.starts_with("http://") || api.starts_with("https://") {
+        api.parse().ok()
+    } else {
+        format!("http://{api}").parse().ok()
+    }
+}
+
 /// Reports an init failure the way Lambda understands it: a JSON error line on stderr with
 /// the stable `errorType`, and a POST to the Runtime API's `/runtime/init/error` (when
 /// `AWS_LAMBDA_RUNTIME_API` is set), so the init failure carries `errorType`
@@ -80,7 +91,7 @@ pub async fn report_init_error(e: &ReaperError) {
     eprintln!("{}", String::from_utf8_lossy(&body));
     let Some(endpoint) = std::env::var("AWS_LAMBDA_RUNTIME_API")
         .ok()
-        .and_then(|api| format!("http://{api}").parse().ok())
+        .and_then(|api| runtime_api_uri(&api))
     else {
         return;
     };
@@ -107,5 +118,26 @@ pub async fn report_init_error(e: &ReaperError) {
             }
         }
         Err(err) => eprintln!("could not build the init error request: {err}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_runtime_api_is_found_with_or_without_a_scheme() {
+        // GIVEN the forms AWS_LAMBDA_RUNTIME_API takes
+        // THEN each names the same endpoint; a malformed one names none
+        for api in [
+            "127.0.0.1:9001",
+            "http://127.0.0.1:9001",
+            " 127.0.0.1:9001 ",
+        ] {
+            let uri = runtime_api_uri(api).expect("an endpoint");
+            assert_eq!(uri.authority().unwrap().as_str(), "127.0.0.1:9001", "{api}");
+            assert_eq!(uri.scheme_str(), Some("http"));
+        }
+        assert_eq!(runtime_api_uri("http://[bad"), None);
     }
 }

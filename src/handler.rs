@@ -18,7 +18,7 @@ use crate::outcome::{ResultRecord, Subject};
 use crate::output_resources::mode::Mode;
 use crate::output_resources::run::Cleaners;
 use crate::ports::{Amis, ContainerImages, DeadLetterSink, Images, Unavailable};
-use crate::report::Report;
+use crate::report::{Report, Summary};
 
 /// How many not-dead-lettered items the `DeadLetterQueueUnavailable` message lists by name.
 const LISTED_IN_ERROR: usize = 20;
@@ -157,7 +157,7 @@ fn conclude(exec: &Execution) -> Result<Report, ReaperError> {
         exec.dry_run,
         sqs.then(|| exec.handed_back.clone()),
     );
-    tracing::info!(summary = ?report.summary, "invocation done");
+    log_summary(&report.summary);
     Ok(report)
 }
 
@@ -187,6 +187,23 @@ fn remaining_until(deadline_ms: u64, now_ms: u64) -> Duration {
     } else {
         Duration::from_millis(deadline_ms.saturating_sub(now_ms))
     }
+}
+
+/// The invocation's counts as fields of one log line, so Logs Insights can query them.
+fn log_summary(s: &Summary) {
+    tracing::info!(
+        requested = s.requested,
+        deleted = s.deleted,
+        alreadyDeleted = s.already_deleted,
+        wouldDelete = s.would_delete,
+        protected = s.protected,
+        rejected = s.rejected,
+        failed = s.failed,
+        notAttempted = s.not_attempted,
+        deadLettered = s.dead_lettered,
+        dryRun = s.dry_run,
+        "invocation done"
+    );
 }
 
 /// One log line per ARN (or rejected item) outcome: arn, status, errorCode, attempts,

@@ -49,7 +49,9 @@ pub async fn load_sdk_config(overrides: SdkOverrides) -> SdkConfig {
             tls::rustls_provider::CryptoMode::Ring,
         ))
         .build_https();
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+    // A dated behaviour version: a newer SDK must not change defaults under us unnoticed
+    // (retries and timeouts are set explicitly below anyway).
+    let mut loader = aws_config::defaults(BehaviorVersion::v2026_01_12())
         .http_client(http_client)
         .retry_config(RetryConfig::disabled())
         .timeout_config(
