@@ -132,6 +132,8 @@ pub struct ResultRecord {
     pub retryable: Option<bool>,
     /// Calls made for this ARN's deciding operation (0 for rejected / not attempted).
     pub attempts: u32,
+    /// Calls for this ARN the services refused for rate (not counted in `attempts`).
+    pub throttled: u32,
     /// Wall time spent on this ARN's calls, including backoff.
     pub latency_ms: u64,
     /// Every dead-letter message this record needed was sent.
@@ -154,6 +156,7 @@ impl ResultRecord {
             message: None,
             retryable: None,
             attempts: 0,
+            throttled: 0,
             latency_ms: 0,
             dead_lettered: false,
             handed_back: false,
