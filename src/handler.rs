@@ -118,7 +118,10 @@ impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Handler<I, D, A,
             .map_or(0, |d| d.as_millis() as u64);
         let ctx = metrics::Context {
             function_name: self.config.function_name.as_deref(),
-            in_flight_limit: self.limits.as_ref().and_then(CallLimits::min_in_flight_limit),
+            in_flight_limit: self
+                .limits
+                .as_ref()
+                .and_then(CallLimits::min_in_flight_limit),
             timestamp_ms: now_ms,
         };
         // EMF must be a line of its own on stdout, whatever the log format.

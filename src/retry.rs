@@ -380,7 +380,10 @@ mod tests {
             let n = calls;
             async move {
                 match n {
-                    1..=50 => Err(CallError::throttled("CallRateLimitExceededException", "429")),
+                    1..=50 => Err(CallError::throttled(
+                        "CallRateLimitExceededException",
+                        "429",
+                    )),
                     51 => Err(CallError::retryable("ServiceException", "500")),
                     _ => Ok(n),
                 }

@@ -79,7 +79,8 @@ where
     Fut: std::future::Future<Output = Result<T, CallError>>,
 {
     let attempted = with_retries(&s.policy, s.window, f).await;
-    s.throttled.fetch_add(attempted.throttled(), Ordering::Relaxed);
+    s.throttled
+        .fetch_add(attempted.throttled(), Ordering::Relaxed);
     match attempted {
         Attempted::Done { value, .. } => Call::Ok(value),
         Attempted::Failed { error, .. } if error.class == ErrorClass::NotFound => Call::Gone,
@@ -341,11 +342,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn failed(e: ResourceEntry, err: &CallError, attempts: u32) -> ResourceEntry {
-    let mut e = e.failed(
-        &err.code,
-        err.message.clone(),
-        err.class.is_retryable(),
-    );
+    let mut e = e.failed(&err.code, err.message.clone(), err.class.is_retryable());
     e.attempts = (attempts > 1).then_some(attempts);
     e
 }

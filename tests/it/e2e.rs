@@ -600,9 +600,7 @@ async fn under_a_service_rate_limit_every_arn_is_deleted_and_none_given_up() {
     .await;
 
     // WHEN one direct invocation names all 300 (6 s of the service's rate; 60 s to live)
-    let reply = w
-        .invoke(&json!({ "imageBuildVersionArns": images }))
-        .await;
+    let reply = w.invoke(&json!({ "imageBuildVersionArns": images })).await;
 
     // THEN every ARN is deleted, none dead-lettered or handed back
     let report = reply.response();
@@ -615,7 +613,11 @@ async fn under_a_service_rate_limit_every_arn_is_deleted_and_none_given_up() {
     assert!(w.dead_letters(0).await.is_empty());
     // AND the throttled calls the service answered are the ones the report counts
     let throttled = w.emu.throttled("DeleteImage");
-    assert_eq!(report["summary"]["throttled"], throttled, "{}", report["summary"]);
+    assert_eq!(
+        report["summary"]["throttled"], throttled,
+        "{}",
+        report["summary"]
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -804,7 +806,8 @@ async fn throttling_429_is_not_an_attempt_and_5xx_is_retried_up_to_max_attempts(
     )
     .await;
     let throttle = || Step::Error("CallRateLimitExceededException".into());
-    w.emu.script(&recovers, (0..5).map(|_| throttle()).collect());
+    w.emu
+        .script(&recovers, (0..5).map(|_| throttle()).collect());
     w.emu.script(
         &stuck,
         (0..10)

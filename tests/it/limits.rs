@@ -93,7 +93,10 @@ impl Images for RateLimitedImages {
                 "Rate exceeded for DeleteImage.",
             ));
         }
-        self.deleted.lock().unwrap().insert(arn.as_str().to_string());
+        self.deleted
+            .lock()
+            .unwrap()
+            .insert(arn.as_str().to_string());
         Ok(Deleted::default())
     }
 
@@ -150,7 +153,11 @@ async fn under_a_service_rate_limit_every_arn_is_deleted_and_throttles_are_not_a
     let throttled = images.throttled.load(Ordering::SeqCst);
     assert!(throttled > 0, "the rate limit was reached");
     assert_eq!(report.summary.throttled, throttled as u64);
-    let per_arn: u64 = report.results.iter().map(|r| r.throttled.unwrap_or(0) as u64).sum();
+    let per_arn: u64 = report
+        .results
+        .iter()
+        .map(|r| r.throttled.unwrap_or(0) as u64)
+        .sum();
     assert_eq!(per_arn, throttled as u64);
     // AND the limiter kept the calls near the rate: few throttled calls per ARN (without it,
     // 16 calls in flight every 20 ms would meet 429 about 15 times out of 16)
