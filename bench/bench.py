@@ -285,6 +285,79 @@ def attempts_from_report(report: dict) -> list[int]:
     return [r["attempts"] for r in report.get("results") or [] if isinstance(r.get("attempts"), int)]
 
 
+def run_instances(fn, emu, instances, n, extra_env, tag, log_path):
+    """`instances` cold function processes, each invoked at once with its own n ARNs, against
+    one emulator. Returns (wall from the first event posted to the last response, emulator
+    DeleteImage calls, the invocations)."""
+    emu.reset_stats()
+    runs = [Run(fn, emu.endpoint, extra_env, log_path) for _ in range(instances)]
+    try:
+        for r in runs:
+            r.api.wait_ready()
+        invs = [None] * instances
+
+        def go(i):
+            invs[i] = runs[i].api.invoke({"imageBuildVersionArns": arns(n, "%s-%d" % (tag, i))})
+
+        threads = [threading.Thread(target=go, args=(i,)) for i in range(instances)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        for r in runs:
+            r.__exit__(None, None, None)
+    wall = max(i.t_resp for i in invs) - min(i.t_posted for i in invs)
+    stats = emu.stats()
+    calls = (stats.get("byOperation") or {}).get("DeleteImage", stats.get("calls", 0))
+    return wall, calls, invs
+
+
+def given_up(inv, n: int) -> int:
+    """ARNs of one invocation not deleted: failed, not attempted, dead-lettered or handed back
+    (a failed invocation gives up all n)."""
+    if inv.kind != "response":
+        return n
+    s = (json.loads(inv.body).get("summary") or {})
+    return n - s.get("deleted", 0)
+
+
+def throttled_of(inv) -> int:
+    if inv.kind != "response":
+        return 0
+    return (json.loads(inv.body).get("summary") or {}).get("throttled", 0)
+
+
+def measure_rate_limits(reaper, emulator, log_path, run_id, progress):
+    """The rows of the service-rate-limit scenarios: (measure, result, goal, verdict)."""
+    rows = []
+    # (ARNs per instance, instances, R calls/s, MAX_CONCURRENCY, time goal × N/R, calls/ARN goal)
+    scenarios = [(2000, 1, 100, 32, 1.15, 1.10), (300, 1, 20, 32, 1.15, 1.10),
+                 (500, 4, 100, 32, 1.25, 1.25)]
+    for n, k, rate, c, t_goal, c_goal in scenarios:
+        emu = emulator("--rate-limit", "DeleteImage=%d" % rate)
+        try:
+            wall, calls, invs = run_instances(reaper, emu, k, n, {"MAX_CONCURRENCY": str(c), "MAX_ATTEMPTS": "5"},
+                                              "rl%d-%d-%s" % (rate, k, run_id), log_path)
+        finally:
+            emu.stop()
+        total = n * k
+        ideal = total / rate
+        per_arn = calls / total
+        lost = sum(given_up(i, n) for i in invs)
+        throttled = sum(throttled_of(i) for i in invs)
+        progress("rate limit R=%d/s, %d × %d ARNs: %.2f s, %.3f calls/ARN, %d given up" % (
+            rate, k, n, wall, per_arn, lost))
+        who = "one instance" if k == 1 else "%d instances × %d ARNs sharing it" % (k, n)
+        rows.append(("Service rate limit R=%d/s (emulator --rate-limit DeleteImage=%d): N=%d, %s, C=%d, L=20 ms" % (
+                         rate, rate, total, who, c),
+                     "%s = %.3f× N/R (%s); %.3f DeleteImage calls per ARN; %d throttled; %d given up" % (
+                         fmt_s(wall), wall / ideal, fmt_s(ideal), per_arn, throttled, lost),
+                     "≤ %.2f× N/R, ≤ %.2f calls/ARN, 0 given up" % (t_goal, c_goal),
+                     verdict(wall / ideal <= t_goal and per_arn <= c_goal and lost == 0)))
+    return rows
+
+
 # --- measurements --------------------------------------------------------------------------
 
 
@@ -390,7 +463,7 @@ def main():
     ap.add_argument("--workdir", default=os.path.join(ROOT, ".bench"))
     ap.add_argument("--doc", default="")
     ap.add_argument("--only", default=os.environ.get("BENCH_ONLY", ""),
-                    help="comma list of: throughput,boto3,init,throttle,size (default all)")
+                    help="comma list of: throughput,boto3,init,throttle,rate,size (default all)")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
     want = lambda k: not only or k in only  # noqa: E731
@@ -621,6 +694,11 @@ def main():
         line += "; outcome: " + states[-1]
         rows.append(("Throttled: N=1000, C=16, 30% 429s, MAX_ATTEMPTS=10", line, "(no target)", "—"))
 
+    # 7. a service rate limit: the adaptive limiter against the emulator's token bucket
+    rate_rows = []
+    if want("rate"):
+        rate_rows = measure_rate_limits(reaper, emulator, flog, run_id, progress)
+
     # 5. binary size
     if want("size"):
         size = file_size(args.reaper)
@@ -637,14 +715,22 @@ def main():
             rows.append(("Binary: cargo lambda build --release --arm64 (bootstrap)", "skipped (BENCH_SKIP_ARM64=1)",
                          "≤ 10 MB stripped", "—"))
 
-    table = render(rows)
-    print(table)
-    for n in notes:
-        print("note: " + n)
-    if args.doc and not only:
-        write_doc(args.doc, table, notes)
-    elif args.doc:
-        print("bench: BENCH_ONLY run, %s left alone" % os.path.relpath(args.doc, ROOT), file=sys.stderr)
+    if rows:
+        table = render(rows)
+        print(table)
+        for n in notes:
+            print("note: " + n)
+        if args.doc and not only:
+            write_doc(args.doc, table, notes)
+        elif args.doc:
+            print("bench: BENCH_ONLY run, main results of %s left alone" % os.path.relpath(args.doc, ROOT),
+                  file=sys.stderr)
+    if rate_rows:
+        table = render(rate_rows)
+        print(table)
+        # Their own section, so a BENCH_ONLY=rate run can refresh them alone.
+        if args.doc:
+            write_doc(args.doc, table, [], RATE_BEGIN, RATE_END)
 
 
 def render(rows) -> str:
@@ -656,21 +742,22 @@ def render(rows) -> str:
 
 
 BEGIN, END = "<!-- BENCH:BEGIN (written by scripts/bench) -->", "<!-- BENCH:END -->"
+RATE_BEGIN, RATE_END = "<!-- BENCH-RATE:BEGIN (written by scripts/bench) -->", "<!-- BENCH-RATE:END -->"
 
 
-def write_doc(path: str, table: str, notes: list[str]):
+def write_doc(path: str, table: str, notes: list[str], begin: str = BEGIN, end: str = END):
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     try:
         rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True).stdout.strip()
     except OSError:
         rev = "?"
-    block = "\n".join([BEGIN, "", "Last run: %s, commit %s." % (when, rev), "",
+    block = "\n".join([begin, "", "Last run: %s, commit %s." % (when, rev), "",
                        "Machine: %s." % machine_description(), "", table, ""]
-                      + ["- " + n for n in notes] + ["", END])
+                      + ["- " + n for n in notes] + ["", end])
     text = open(path).read() if os.path.exists(path) else ""
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
     else:
         text = text + ("\n" if text else "") + block + "\n"
     with open(path, "w") as f:

@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::event::ItemOptions;
 use crate::outcome::Subject;
 use crate::output_resources::mode::Mode;
-use crate::ports::{CallError, DeadLetterMessage, DeadLetterSink, ErrorClass};
+use crate::ports::{CallError, DeadLetterMessage, DeadLetterSink};
 use crate::retry::{with_retries, Attempted, RetryPolicy, Window};
 
 /// Whether each entry was sent, in entry order.
@@ -288,13 +288,13 @@ async fn send_one_batch<D: DeadLetterSink>(
         }
         // The queue is unreachable or throttling after every attempt: sending entries one
         // by one would only multiply the wait.
-        Attempted::Failed { error, .. } if error.class == ErrorClass::Retryable => {
+        Attempted::Failed { error, .. } if error.class.is_retryable() => {
             return vec![Err(error); batch.len()];
         }
         // A permanent whole-call error (e.g. the batch as a whole was refused): single
         // entries may still go through.
         Attempted::Failed { error, .. } => vec![Err(error); batch.len()],
-        Attempted::NotStarted => {
+        Attempted::NotStarted { .. } => {
             let e =
                 CallError::retryable("DeadlineReached", "not sent: the Lambda deadline is near");
             return vec![Err(e); batch.len()];

@@ -4,6 +4,7 @@
 //! Each step talks only to the port it needs, and every call goes through the one retry
 //! loop. A dry run performs every read and check and calls no deleting API.
 
+use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -62,6 +63,7 @@ pub async fn decide<I: Images, A: Amis, C: ContainerImages>(
         })
         .await;
         delete_latencies = attempted.latencies().to_vec();
+        rec.throttled += attempted.throttled();
         match attempted {
             Attempted::Done {
                 value, attempts, ..
@@ -108,14 +110,17 @@ async fn prepare<I: Images, A: Amis, C: ContainerImages>(
         task.arn.region(),
         mode,
     );
+    let throttled = AtomicU32::new(0);
     let settings = Settings {
         dry_run: task.options.dry_run,
         protect_tag_key: rules.protect_tag_key,
         require_complete: rules.require_complete,
         policy: rules.policy,
         window: rules.window,
+        throttled: &throttled,
     };
     let done = clean(&cleaners.amis, &cleaners.containers, &plan, &settings).await;
+    rec.throttled += throttled.into_inner();
     rec.output_resources = done.entries;
     apply_verdict(rec, done.verdict)
 }
@@ -129,7 +134,9 @@ async fn read_image<I: Images>(
     rules: &Rules<'_>,
     rec: &mut ResultRecord,
 ) -> Option<ImageInfo> {
-    match with_retries(&rules.policy, rules.window, || images.get_image(&task.arn)).await {
+    let attempted = with_retries(&rules.policy, rules.window, || images.get_image(&task.arn)).await;
+    rec.throttled += attempted.throttled();
+    match attempted {
         Attempted::Done {
             value, attempts, ..
         } => {
@@ -197,7 +204,7 @@ fn apply_failure<T>(
 ) {
     let (error, attempts, stopped_by_deadline) = match attempted {
         Attempted::Done { .. } => return,
-        Attempted::NotStarted => {
+        Attempted::NotStarted { .. } => {
             rec.status = Status::NotAttempted;
             rec.retryable = Some(true);
             rec.error_code = Some(DEADLINE_REACHED.to_string());
@@ -221,7 +228,7 @@ fn apply_failure<T>(
         return;
     }
     rec.configuration = error.class == ErrorClass::Configuration;
-    let retryable = error.class == ErrorClass::Retryable || rec.configuration;
+    let retryable = error.class.is_retryable() || rec.configuration;
     let why = if stopped_by_deadline {
         format!("; gave up after {attempts} attempt(s) because the Lambda deadline is near")
     } else if rec.configuration {

@@ -13,6 +13,7 @@ use crate::config::{self, Config};
 use crate::engine::{Engine, Execution, Invocation, NotDeadLettered};
 use crate::error::ReaperError;
 use crate::event::{self, Decoded, InvocationKind};
+use crate::limited::CallLimits;
 use crate::metrics;
 use crate::outcome::{ResultRecord, Subject};
 use crate::output_resources::mode::Mode;
@@ -32,6 +33,8 @@ pub struct Handler<I, D, A = Unavailable, C = Unavailable> {
     images: I,
     dead_letters: Option<D>,
     output: Cleaners<A, C>,
+    /// The rate limiters the ports are wrapped in, for the in-flight limit metric.
+    limits: Option<CallLimits>,
 }
 
 impl<I: Images, D: DeadLetterSink> Handler<I, D> {
@@ -43,6 +46,7 @@ impl<I: Images, D: DeadLetterSink> Handler<I, D> {
             images,
             dead_letters,
             output: Cleaners::default(),
+            limits: None,
         }
     }
 }
@@ -59,7 +63,15 @@ impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Handler<I, D, A,
             images: self.images,
             dead_letters: self.dead_letters,
             output: Cleaners { amis, containers },
+            limits: self.limits,
         }
+    }
+
+    /// The limits the ports are wrapped in ([`crate::limited::Limited`]): their current
+    /// in-flight limit goes into the metrics.
+    pub fn with_limits(mut self, limits: CallLimits) -> Self {
+        self.limits = Some(limits);
+        self
     }
 
     /// The configuration in use.
@@ -104,11 +116,16 @@ impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Handler<I, D, A,
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
+        let ctx = metrics::Context {
+            function_name: self.config.function_name.as_deref(),
+            in_flight_limit: self
+                .limits
+                .as_ref()
+                .and_then(CallLimits::min_in_flight_limit),
+            timestamp_ms: now_ms,
+        };
         // EMF must be a line of its own on stdout, whatever the log format.
-        println!(
-            "{}",
-            metrics::emf_record(&exec, self.config.function_name.as_deref(), now_ms)
-        );
+        println!("{}", metrics::emf_record(&exec, &ctx));
         conclude(&exec)
     }
 

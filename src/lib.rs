@@ -5,6 +5,7 @@
 //! ([`deadletter`]) → report ([`outcome`]), orchestrated per invocation by [`handler`].
 //! [`ports`] holds the narrow traits the engine talks through; [`aws`] holds one SDK-backed
 //! adapter per AWS service; [`config`], [`error`] and [`metrics`] are the edges.
+//! [`limiter`] paces the calls to each service and region; [`limited`] wraps the ports in it.
 //! [`retention`] is the pure core of retention plans (selection rules, plan documents).
 
 pub mod arn;
@@ -17,6 +18,7 @@ pub mod engine;
 pub mod error;
 pub mod event;
 pub mod handler;
+pub mod limited;
 pub mod limiter;
 pub mod metrics;
 pub mod outcome;

@@ -572,6 +572,12 @@ impl Limiters {
             .or_insert_with(|| Limiter::new(self.max_in_flight))
             .clone()
     }
+
+    /// The current in-flight limit of every limiter created so far, for metrics.
+    pub fn in_flight_limits(&self) -> Vec<usize> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.values().map(Limiter::in_flight_limit).collect()
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ use imagebuilder_reaper::aws::{self, imagebuilder::ImageBuilder, sqs::SqsDeadLet
 use imagebuilder_reaper::config::Config;
 use imagebuilder_reaper::error::{report_init_error, ReaperError};
 use imagebuilder_reaper::handler::Handler;
+use imagebuilder_reaper::limited::{CallLimits, Limited};
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::value::RawValue;
 
@@ -23,15 +24,21 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         }
     };
     let sdk = aws::load_sdk_config(aws::SdkOverrides::default()).await;
-    let images = ImageBuilder::new(&sdk);
+    // One set of limits per process: every image call waits for the limiter of its service
+    // and region, and the calls in flight stay within MAX_CONCURRENCY in total.
+    let limits = CallLimits::new(config.max_concurrency);
+    let images = Limited::new(ImageBuilder::new(&sdk), limits.clone());
     let dead_letters = config
         .dead_letter_queue_url
         .clone()
         .map(|url| SqsDeadLetters::new(&sdk, url));
-    let handler = Handler::new(config, images, dead_letters);
+    let handler = Handler::new(config, images, dead_letters).with_limits(limits.clone());
     // EC2 + ECR clients (per region, built on first use) for DELETE_OUTPUT_RESOURCES.
     #[cfg(feature = "output-resources")]
-    let handler = handler.with_output_resources(aws::ec2::Ec2::new(&sdk), aws::ecr::Ecr::new(&sdk));
+    let handler = handler.with_output_resources(
+        Limited::new(aws::ec2::Ec2::new(&sdk), limits.clone()),
+        Limited::new(aws::ecr::Ecr::new(&sdk), limits),
+    );
     let handler = &handler;
     // The payload arrives raw: lambda_runtime's own deserialiser would refuse JSON that
     // serde_json::Value cannot hold (1e400, deep nesting) with an error type of its own.

@@ -28,20 +28,33 @@ const STATUS_METRICS: [(Status, &str); 7] = [
     (Status::NotAttempted, "NotAttempted"),
 ];
 
+/// What the record says about the process rather than the invocation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Context<'a> {
+    /// Dimension `FunctionName` when known.
+    pub function_name: Option<&'a str>,
+    /// The smallest in-flight limit of the rate limiters (`None`: no limiter was used).
+    pub in_flight_limit: Option<usize>,
+    pub timestamp_ms: u64,
+}
+
 /// Builds the EMF record: counts per status, `DeadLettered`, `HandedBack` (retryable units
-/// returned to the caller), `DeleteImageCalls` and `DeleteImageLatency` (milliseconds; at
-/// most 100 values — past that, 100 evenly spaced quantiles of the sorted latencies, so
-/// percentiles stay right); with output resources also `OutputResourcesDeleted`,
-/// `OutputResourcesSkipped` and `OutputResourcesFailed`. Dimension `FunctionName` when known.
-pub fn emf_record(exec: &Execution, function_name: Option<&str>, timestamp_ms: u64) -> Value {
+/// returned to the caller), `Throttled` (calls refused for rate), `DeleteImageCalls` and
+/// `DeleteImageLatency` (milliseconds; at most 100 values — past that, 100 evenly spaced
+/// quantiles of the sorted latencies, so percentiles stay right); `InFlightLimit` when a rate
+/// limiter was used; with output resources also `OutputResourcesDeleted`,
+/// `OutputResourcesSkipped` and `OutputResourcesFailed`.
+pub fn emf_record(exec: &Execution, ctx: &Context<'_>) -> Value {
     let mut counts = [0usize; 7];
     let mut dead_lettered = 0;
+    let mut throttled = 0;
     for r in &exec.records {
         let i = STATUS_METRICS
             .iter()
             .position(|(s, _)| *s == r.status)
             .expect("every status has a metric");
         counts[i] += 1;
+        throttled += r.throttled as usize;
         if r.dead_lettered && !r.status.is_success() {
             dead_lettered += 1;
         }
@@ -58,7 +71,11 @@ pub fn emf_record(exec: &Execution, function_name: Option<&str>, timestamp_ms: u
     }
     count("DeadLettered", dead_lettered);
     count("HandedBack", exec.handed_back.len());
+    count("Throttled", throttled);
     count("DeleteImageCalls", exec.delete_latencies.len());
+    if let Some(limit) = ctx.in_flight_limit {
+        count("InFlightLimit", limit);
+    }
     // Only when output resources were looked at, so the default record is unchanged.
     let pieces: Vec<ResourceStatus> = exec
         .records
@@ -81,7 +98,7 @@ pub fn emf_record(exec: &Execution, function_name: Option<&str>, timestamp_ms: u
             json!(latency_values(&exec.delete_latencies)),
         );
     }
-    let dimensions = match function_name {
+    let dimensions = match ctx.function_name {
         Some(name) => {
             root.insert("FunctionName".into(), json!(name));
             json!([["FunctionName"]])
@@ -91,7 +108,7 @@ pub fn emf_record(exec: &Execution, function_name: Option<&str>, timestamp_ms: u
     root.insert(
         "_aws".into(),
         json!({
-            "Timestamp": timestamp_ms,
+            "Timestamp": ctx.timestamp_ms,
             "CloudWatchMetrics": [{
                 "Namespace": NAMESPACE,
                 "Dimensions": dimensions,
@@ -132,6 +149,7 @@ mod tests {
             retryable: None,
             configuration: false,
             attempts: 1,
+            throttled: 2,
             latency_ms: 1,
             dead_lettered,
             handed_back: false,
@@ -158,7 +176,12 @@ mod tests {
 
     #[test]
     fn one_record_with_counts_per_status_and_latency() {
-        let v = emf_record(&exec(3), Some("reaper"), 1_700_000_000_000);
+        let ctx = Context {
+            function_name: Some("reaper"),
+            in_flight_limit: None,
+            timestamp_ms: 1_700_000_000_000,
+        };
+        let v = emf_record(&exec(3), &ctx);
         assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Namespace"], NAMESPACE);
         assert_eq!(
             v["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
@@ -169,6 +192,8 @@ mod tests {
         assert_eq!(v["Failed"], 1);
         assert_eq!(v["DeadLettered"], 1);
         assert_eq!(v["Protected"], 0);
+        assert_eq!(v["Throttled"], 6);
+        assert!(v.get("InFlightLimit").is_none());
         assert_eq!(v["DeleteImageLatency"], json!([0.0, 1.0, 2.0]));
         // every value has a definition
         let defs = v["_aws"]["CloudWatchMetrics"][0]["Metrics"]
@@ -183,7 +208,7 @@ mod tests {
     fn output_resource_counts_appear_only_when_output_resources_were_looked_at() {
         use crate::output_resources::entry::{ResourceEntry, ResourceKind};
         // GIVEN no output resources THEN no such metric
-        assert!(emf_record(&exec(1), None, 0)
+        assert!(emf_record(&exec(1), &Context::default())
             .get("OutputResourcesDeleted")
             .is_none());
         // GIVEN an ARN with a deleted AMI, a skipped snapshot and a failed container image
@@ -195,7 +220,7 @@ mod tests {
             piece(ResourceStatus::Failed),
         ];
         // WHEN recorded THEN each is counted, with a definition
-        let v = emf_record(&e, None, 0);
+        let v = emf_record(&e, &Context::default());
         assert_eq!(v["OutputResourcesDeleted"], 1);
         assert_eq!(v["OutputResourcesSkipped"], 1);
         assert_eq!(v["OutputResourcesFailed"], 1);
@@ -204,8 +229,22 @@ mod tests {
     }
 
     #[test]
+    fn the_in_flight_limit_appears_when_a_limiter_was_used() {
+        // GIVEN a limiter cut to 5 calls in flight
+        let ctx = Context {
+            in_flight_limit: Some(5),
+            ..Context::default()
+        };
+        // WHEN recorded THEN the limit is a metric with its definition
+        let v = emf_record(&exec(1), &ctx);
+        assert_eq!(v["InFlightLimit"], 5);
+        let defs = v["_aws"]["CloudWatchMetrics"][0]["Metrics"].to_string();
+        assert!(defs.contains("InFlightLimit"));
+    }
+
+    #[test]
     fn latency_is_capped_at_100_values_keeping_the_extremes() {
-        let v = emf_record(&exec(10_000), None, 0);
+        let v = emf_record(&exec(10_000), &Context::default());
         let values = v["DeleteImageLatency"].as_array().unwrap();
         assert_eq!(values.len(), 100);
         assert_eq!(values[0], 0.0);

@@ -148,6 +148,8 @@ pub struct ResultRecord {
     pub configuration: bool,
     /// Calls made for this ARN's deciding operation (0 for rejected / not attempted).
     pub attempts: u32,
+    /// Calls for this ARN the services refused for rate (not counted in `attempts`).
+    pub throttled: u32,
     /// Wall time spent on this ARN's calls, including backoff.
     pub latency_ms: u64,
     /// Every dead-letter message this record needed was sent.
@@ -171,6 +173,7 @@ impl ResultRecord {
             retryable: None,
             configuration: false,
             attempts: 0,
+            throttled: 0,
             latency_ms: 0,
             dead_lettered: false,
             handed_back: false,

@@ -14,8 +14,11 @@ use crate::arn::ImageArn;
 /// What a failed call means for the ARN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorClass {
-    /// Throttling, 5xx, timeouts, connection errors: try again.
+    /// 5xx, timeouts, connection errors: try again, up to `MAX_ATTEMPTS`.
     Retryable,
+    /// The service refused the call for rate (HTTP 429 and the throttling codes): try again
+    /// once the rate limiter allows; not a failed attempt.
+    Throttled,
     /// Any other 4xx: trying again cannot help.
     Permanent,
     /// `ResourceNotFoundException`: the image is already gone.
@@ -24,6 +27,13 @@ pub enum ErrorClass {
     /// unknown key, bad signature): not the ARN's fault, and the same for every ARN. The ARN
     /// is handed back (SQS) or fails the invocation; it is never dead-lettered.
     Configuration,
+}
+
+impl ErrorClass {
+    /// Whether trying again can help (a retryable or a throttled call).
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorClass::Retryable | ErrorClass::Throttled)
+    }
 }
 
 /// A classified failure of one call.
@@ -41,6 +51,10 @@ impl CallError {
     /// A retryable error without a request id.
     pub fn retryable(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self::new(ErrorClass::Retryable, code, message)
+    }
+    /// A throttling error without a request id.
+    pub fn throttled(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(ErrorClass::Throttled, code, message)
     }
     /// A permanent error without a request id.
     pub fn permanent(code: impl Into<String>, message: impl Into<String>) -> Self {

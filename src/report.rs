@@ -22,6 +22,8 @@ pub struct Summary {
     pub failed: usize,
     pub not_attempted: usize,
     pub dead_lettered: usize,
+    /// Throttled calls (429s) over all ARNs: attempts refused for rate, not ARNs.
+    pub throttled: u64,
     pub dry_run: bool,
 }
 
@@ -72,6 +74,9 @@ pub struct ResultEntry {
     pub retryable: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempts: Option<u32>,
+    /// Calls refused for rate (absent when none were).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throttled: Option<u32>,
     /// Present for every entry that needed the dead-letter queue.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dead_lettered: Option<bool>,
@@ -99,6 +104,7 @@ impl ResultEntry {
             message: r.message.clone(),
             retryable: r.retryable,
             attempts: (r.attempts > 0).then_some(r.attempts),
+            throttled: (r.throttled > 0).then_some(r.throttled),
             dead_lettered: failure.then_some(r.dead_lettered),
             handed_back: r.handed_back,
             output_resources: r.output_resources.clone(),
@@ -143,6 +149,7 @@ impl Report {
         };
         for r in records {
             summary.add(r.status);
+            summary.throttled += u64::from(r.throttled);
             if r.dead_lettered && !r.status.is_success() {
                 summary.dead_lettered += 1;
             }
@@ -280,6 +287,7 @@ mod tests {
             retryable: (status == Status::Failed).then_some(false),
             configuration: false,
             attempts: 1,
+            throttled: n as u32,
             latency_ms: 3,
             dead_lettered: status == Status::Failed,
             handed_back: false,
@@ -298,6 +306,9 @@ mod tests {
         assert_eq!(v["summary"]["deadLettered"], 1);
         assert_eq!(v["summary"]["alreadyDeleted"], 0);
         assert_eq!(v["summary"]["dryRun"], false);
+        // throttled counts calls over all ARNs (1 + 2), and each entry its own
+        assert_eq!(v["summary"]["throttled"], 3);
+        assert_eq!(v["results"][1]["throttled"], 2);
         assert_eq!(
             v["results"][0]["imageBuildVersionArn"],
             records[0].subject_arn()

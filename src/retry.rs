@@ -5,6 +5,8 @@
 //! attempts must be counted per ARN, the Lambda deadline must be respected, and 429
 //! `CallRateLimitExceededException` is not in the SDK's throttling list. This module sits
 //! below the engine, the dead-letter sender and the output-resource cleanup, which all use it.
+//! A throttled call is not an attempt: the rate limiter around the port paces the next one,
+//! and only the deadline bounds how long an ARN keeps trying.
 
 use std::future::Future;
 use std::time::Duration;
@@ -103,31 +105,44 @@ impl Deadlines {
     }
 }
 
-/// The result of [`with_retries`].
+/// The result of [`with_retries`]. `throttled` counts the throttled calls, which are not
+/// attempts.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Attempted<T> {
     Done {
         value: T,
         attempts: u32,
+        throttled: u32,
         latencies: Vec<Duration>,
     },
     /// Non-retryable error, retries exhausted, or the deadline stopped further attempts.
     Failed {
         error: CallError,
         attempts: u32,
+        throttled: u32,
         latencies: Vec<Duration>,
         stopped_by_deadline: bool,
     },
-    /// The window closed before the first attempt.
-    NotStarted,
+    /// The window closed before the first attempt: nothing was tried, or every call made
+    /// was throttled.
+    NotStarted { throttled: u32 },
 }
 
 impl<T> Attempted<T> {
-    /// The duration of every attempt made.
+    /// The duration of every call made, throttled ones included.
     pub fn latencies(&self) -> &[Duration] {
         match self {
             Attempted::Done { latencies, .. } | Attempted::Failed { latencies, .. } => latencies,
-            Attempted::NotStarted => &[],
+            Attempted::NotStarted { .. } => &[],
+        }
+    }
+
+    /// Calls the service refused for rate.
+    pub fn throttled(&self) -> u32 {
+        match self {
+            Attempted::Done { throttled, .. }
+            | Attempted::Failed { throttled, .. }
+            | Attempted::NotStarted { throttled } => *throttled,
         }
     }
 }
@@ -141,8 +156,17 @@ pub fn backoff_delay(backoff: &Backoff, attempt: u32, unit: f64) -> Duration {
     exp.min(backoff.cap).mul_f64(unit.clamp(0.0, 1.0))
 }
 
+/// The pause after a throttled call. The rate limiter a port is wrapped in does the pacing
+/// (the next call waits for its permit); this only keeps a caller without one from spinning:
+/// a few milliseconds after the first throttles, growing with consecutive ones.
+pub const THROTTLE_PAUSE: Backoff = Backoff {
+    base: Duration::from_millis(2),
+    cap: Duration::from_millis(500),
+};
+
 /// Calls `call` until it succeeds, fails for good, runs out of attempts or the window
-/// closes. Only [`ErrorClass::Retryable`] errors are retried.
+/// closes. Retryable errors are retried up to `max_attempts` attempts; throttled calls are
+/// not attempts and are retried for as long as the window allows.
 pub async fn with_retries<T, F, Fut>(
     policy: &RetryPolicy,
     window: Window,
@@ -153,12 +177,14 @@ where
     Fut: Future<Output = Result<T, CallError>>,
 {
     let mut attempts = 0;
+    let mut throttled = 0;
+    let mut streak = 0;
     let mut latencies = Vec::new();
+    let mut last_error = None;
     loop {
         if Instant::now() >= window.start_by {
-            return Attempted::NotStarted;
+            return stopped(attempts, throttled, latencies, last_error);
         }
-        attempts += 1;
         let started = Instant::now();
         let result = match tokio::time::timeout_at(window.finish_by, call()).await {
             Ok(r) => r,
@@ -172,27 +198,57 @@ where
             Ok(value) => {
                 return Attempted::Done {
                     value,
-                    attempts,
+                    attempts: attempts + 1,
+                    throttled,
                     latencies,
                 }
             }
             Err(e) => e,
         };
-        let failed = |stopped_by_deadline, error, latencies| Attempted::Failed {
-            error,
-            attempts,
-            latencies,
-            stopped_by_deadline,
+        let delay = if error.class == ErrorClass::Throttled {
+            throttled += 1;
+            streak += 1;
+            backoff_delay(&THROTTLE_PAUSE, streak, fastrand::f64())
+        } else {
+            attempts += 1;
+            streak = 0;
+            if error.class != ErrorClass::Retryable || attempts >= policy.max_attempts {
+                return Attempted::Failed {
+                    error,
+                    attempts,
+                    throttled,
+                    latencies,
+                    stopped_by_deadline: false,
+                };
+            }
+            backoff_delay(&policy.backoff, attempts, fastrand::f64())
         };
-        if error.class != ErrorClass::Retryable || attempts >= policy.max_attempts {
-            return failed(false, error, latencies);
-        }
-        let delay = backoff_delay(&policy.backoff, attempts, fastrand::f64());
-        // A backoff sleep never crosses the point after which no attempt may start.
+        last_error = Some(error);
+        // A pause never crosses the point after which no attempt may start.
         if Instant::now() + delay >= window.start_by {
-            return failed(true, error, latencies);
+            return stopped(attempts, throttled, latencies, last_error);
         }
         tokio::time::sleep(delay).await;
+    }
+}
+
+/// The window closed: not started if no call got past throttling, else failed with the last
+/// error, stopped by the deadline.
+fn stopped<T>(
+    attempts: u32,
+    throttled: u32,
+    latencies: Vec<Duration>,
+    last_error: Option<CallError>,
+) -> Attempted<T> {
+    match last_error {
+        Some(error) if attempts > 0 => Attempted::Failed {
+            error,
+            attempts,
+            throttled,
+            latencies,
+            stopped_by_deadline: true,
+        },
+        _ => Attempted::NotStarted { throttled },
     }
 }
 
@@ -307,7 +363,93 @@ mod tests {
             }
         ));
         let r: Attempted<()> = with_retries(&policy, window(0), || async { Ok(()) }).await;
-        assert_eq!(r, Attempted::NotStarted);
+        assert_eq!(r, Attempted::NotStarted { throttled: 0 });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttled_calls_are_not_attempts_and_are_retried_until_an_answer() {
+        // GIVEN MAX_ATTEMPTS=2 and a call throttled 50 times, then failing once, then fine
+        let policy = RetryPolicy {
+            max_attempts: 2,
+            backoff: Backoff::default(),
+        };
+        let mut calls = 0;
+        // WHEN it runs through the retry loop
+        let r: Attempted<u32> = with_retries(&policy, window(600_000), || {
+            calls += 1;
+            let n = calls;
+            async move {
+                match n {
+                    1..=50 => Err(CallError::throttled(
+                        "CallRateLimitExceededException",
+                        "429",
+                    )),
+                    51 => Err(CallError::retryable("ServiceException", "500")),
+                    _ => Ok(n),
+                }
+            }
+        })
+        .await;
+        // THEN it succeeds on its second attempt, the 50 throttles counted apart
+        match r {
+            Attempted::Done {
+                value,
+                attempts,
+                throttled,
+                latencies,
+            } => {
+                assert_eq!((value, attempts, throttled), (52, 2, 50));
+                assert_eq!(latencies.len(), 52);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_throttled_until_the_window_closes_is_not_started() {
+        // GIVEN a call throttled for ever
+        let policy = RetryPolicy {
+            max_attempts: 1,
+            backoff: Backoff::default(),
+        };
+        let w = window(5_000);
+        // WHEN the window closes
+        let r: Attempted<()> = with_retries(&policy, w, || async {
+            Err(CallError::throttled("Throttling", "slow down"))
+        })
+        .await;
+        // THEN no attempt counted: not started, with every throttle counted, before the end
+        assert!(Instant::now() < w.start_by);
+        match r {
+            Attempted::NotStarted { throttled } => assert!(throttled > 10, "{throttled}"),
+            other => panic!("{other:?}"),
+        }
+        // AND after a real attempt (of 3 allowed) it is a failure stopped by the deadline
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            ..policy
+        };
+        let mut calls = 0;
+        let r: Attempted<()> = with_retries(&policy, window(5_000), || {
+            calls += 1;
+            let first = calls == 1;
+            async move {
+                if first {
+                    Err(CallError::retryable("ServiceException", "500"))
+                } else {
+                    Err(CallError::throttled("Throttling", "slow down"))
+                }
+            }
+        })
+        .await;
+        assert!(matches!(
+            r,
+            Attempted::Failed {
+                attempts: 1,
+                stopped_by_deadline: true,
+                ..
+            }
+        ));
     }
 
     #[tokio::test(start_paused = true)]

@@ -26,10 +26,11 @@ impl ModelledClass for DeleteImageError {
     fn modelled_class(&self) -> Option<ErrorClass> {
         use DeleteImageError as E;
         match self {
-            // 429 is not in the SDK's throttling list: we must say it is retryable ourselves.
-            E::CallRateLimitExceededException(_)
-            | E::ServiceException(_)
-            | E::ServiceUnavailableException(_) => Some(ErrorClass::Retryable),
+            // 429 is not in the SDK's throttling list: we must say it is throttling ourselves.
+            E::CallRateLimitExceededException(_) => Some(ErrorClass::Throttled),
+            E::ServiceException(_) | E::ServiceUnavailableException(_) => {
+                Some(ErrorClass::Retryable)
+            }
             E::ClientException(_)
             | E::ForbiddenException(_)
             | E::InvalidRequestException(_)
@@ -44,9 +45,10 @@ impl ModelledClass for GetImageError {
     fn modelled_class(&self) -> Option<ErrorClass> {
         use GetImageError as E;
         match self {
-            E::CallRateLimitExceededException(_)
-            | E::ServiceException(_)
-            | E::ServiceUnavailableException(_) => Some(ErrorClass::Retryable),
+            E::CallRateLimitExceededException(_) => Some(ErrorClass::Throttled),
+            E::ServiceException(_) | E::ServiceUnavailableException(_) => {
+                Some(ErrorClass::Retryable)
+            }
             E::ClientException(_) | E::ForbiddenException(_) | E::InvalidRequestException(_) => {
                 Some(ErrorClass::Permanent)
             }
@@ -59,6 +61,8 @@ impl ModelledClass for SendMessageBatchError {
     fn modelled_class(&self) -> Option<ErrorClass> {
         use SendMessageBatchError as E;
         match self {
+            // No rate limiter paces the dead-letter sends (SQS is not the constrained
+            // service), so its throttles are ordinary attempts with exponential backoff.
             E::RequestThrottled(_) | E::KmsThrottled(_) => Some(ErrorClass::Retryable),
             // Missing queue, KMS access, bad batch: a human must act; the entries are then
             // handed back, not lost.
@@ -82,9 +86,9 @@ impl ModelledClass for SendMessageBatchError {
     }
 }
 
-/// Codes that mean "slow down / try again" whatever the operation (the AWS-wide throttling
-/// and transient names, for errors the operation's model does not list).
-const RETRYABLE_CODES: &[&str] = &[
+/// Codes that mean "slow down" whatever the operation (the AWS-wide throttling names, for
+/// errors the operation's model does not list).
+const THROTTLING_CODES: &[&str] = &[
     "Throttling",
     "ThrottlingException",
     "ThrottledException",
@@ -93,15 +97,28 @@ const RETRYABLE_CODES: &[&str] = &[
     "RequestLimitExceeded",
     "RequestThrottled",
     "SlowDown",
+    "EC2ThrottledException",
+];
+
+/// Codes that mean "try again" whatever the operation (the AWS-wide transient names).
+const RETRYABLE_CODES: &[&str] = &[
     "PriorRequestNotComplete",
     "TransactionInProgressException",
-    "EC2ThrottledException",
     "RequestTimeout",
     "RequestTimeoutException",
     "InternalError",
     "InternalFailure",
     "ServiceUnavailable",
 ];
+
+/// The class of a reply that could not be read, by its HTTP status alone.
+fn status_class(status: u16) -> ErrorClass {
+    match status {
+        429 => ErrorClass::Throttled,
+        s if s >= 500 => ErrorClass::Retryable,
+        _ => ErrorClass::Permanent,
+    }
+}
 
 /// Codes that mean the function's own credentials were refused: a configuration problem,
 /// the same for every ARN.
@@ -170,11 +187,7 @@ where
         ),
         SdkError::ResponseError(r) => {
             let status = r.raw().status().as_u16();
-            let class = if status == 429 || status >= 500 {
-                ErrorClass::Retryable
-            } else {
-                ErrorClass::Permanent
-            };
+            let class = status_class(status);
             CallError::new(
                 class,
                 "ResponseError",
@@ -205,7 +218,9 @@ pub fn service_class(code: &str, status: u16, modelled: Option<ErrorClass>) -> E
         ErrorClass::Configuration
     } else if let Some(class) = modelled {
         class
-    } else if RETRYABLE_CODES.contains(&code) || status == 429 || status >= 500 {
+    } else if THROTTLING_CODES.contains(&code) || status == 429 {
+        ErrorClass::Throttled
+    } else if RETRYABLE_CODES.contains(&code) || status >= 500 {
         ErrorClass::Retryable
     } else {
         // Includes a bare 404 without ResourceNotFoundException: that is more likely a wrong
@@ -284,11 +299,7 @@ pub fn classify_query(failure: QueryFailure, request_id: Option<String>) -> Call
             service_error(class, &code, message.as_deref(), status)
         }
         QueryFailure::Unreadable { status, detail } => {
-            let class = if status == 429 || status >= 500 {
-                ErrorClass::Retryable
-            } else {
-                ErrorClass::Permanent
-            };
+            let class = status_class(status);
             CallError::new(
                 class,
                 "ResponseError",
@@ -364,17 +375,26 @@ mod tests {
     }
 
     #[test]
-    fn throttling_codes_429_and_5xx_are_retryable() {
-        for code in [
-            "RequestLimitExceeded",
-            "Throttling",
-            "InternalError",
-            "Unavailable",
-        ] {
-            let status = if code == "Unavailable" { 503 } else { 400 };
+    fn throttling_codes_and_429_are_throttled_and_5xx_retryable() {
+        for code in ["RequestLimitExceeded", "Throttling", "SlowDown"] {
+            assert_eq!(service(400, code).class, ErrorClass::Throttled, "{code}");
+        }
+        assert_eq!(service(429, "SomethingNew").class, ErrorClass::Throttled);
+        for (status, code) in [(400, "InternalError"), (503, "Unavailable")] {
             assert_eq!(service(status, code).class, ErrorClass::Retryable, "{code}");
         }
-        assert_eq!(service(429, "SomethingNew").class, ErrorClass::Retryable);
+        let unreadable = |status| {
+            classify_query(
+                QueryFailure::Unreadable {
+                    status,
+                    detail: "x".into(),
+                },
+                None,
+            )
+            .class
+        };
+        assert_eq!(unreadable(429), ErrorClass::Throttled);
+        assert_eq!(unreadable(500), ErrorClass::Retryable);
     }
 
     #[test]

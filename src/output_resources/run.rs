@@ -8,6 +8,7 @@
 //! may run. No AWS SDK types here: the ports classify errors.
 
 use futures::future::join_all;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
 use crate::output_resources::entry::{
@@ -40,6 +41,8 @@ pub struct Settings<'a> {
     pub policy: RetryPolicy,
     /// The deadline window of image calls: no call or backoff starts past it.
     pub window: Window,
+    /// Throttled calls of this cleanup, for the ARN's `throttled` count.
+    pub throttled: &'a AtomicU32,
 }
 
 /// The cleanup's result for one image build version.
@@ -75,13 +78,16 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, CallError>>,
 {
-    match with_retries(&s.policy, s.window, f).await {
+    let attempted = with_retries(&s.policy, s.window, f).await;
+    s.throttled
+        .fetch_add(attempted.throttled(), Ordering::Relaxed);
+    match attempted {
         Attempted::Done { value, .. } => Call::Ok(value),
         Attempted::Failed { error, .. } if error.class == ErrorClass::NotFound => Call::Gone,
         Attempted::Failed {
             error, attempts, ..
         } => Call::Failed(error, attempts),
-        Attempted::NotStarted => Call::NotStarted,
+        Attempted::NotStarted { .. } => Call::NotStarted,
     }
 }
 
@@ -324,7 +330,7 @@ async fn delete_group<C: ContainerImages>(
                         Err(err) if err.class == ErrorClass::NotFound => {
                             Some(e.with_status(ResourceStatus::AlreadyDeleted))
                         }
-                        Err(err) if err.class == ErrorClass::Retryable => {
+                        Err(err) if err.class.is_retryable() => {
                             retry_error.get_or_insert(err);
                             None
                         }
@@ -362,11 +368,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn failed(e: ResourceEntry, err: &CallError, attempts: u32) -> ResourceEntry {
-    let mut e = e.failed(
-        &err.code,
-        err.message.clone(),
-        err.class == ErrorClass::Retryable,
-    );
+    let mut e = e.failed(&err.code, err.message.clone(), err.class.is_retryable());
     e.attempts = (attempts > 1).then_some(attempts);
     e
 }

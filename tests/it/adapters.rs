@@ -89,7 +89,7 @@ async fn delete_is_signed_for_each_arns_own_region() {
 async fn every_modelled_error_lands_in_its_class() {
     let (emu, images) = emulator().await;
     let cases = [
-        ("CallRateLimitExceededException", ErrorClass::Retryable),
+        ("CallRateLimitExceededException", ErrorClass::Throttled),
         ("ServiceException", ErrorClass::Retryable),
         ("ServiceUnavailableException", ErrorClass::Retryable),
         ("ClientException", ErrorClass::Permanent),
@@ -166,24 +166,27 @@ fn fast_config(max_attempts: u32) -> Config {
 }
 
 #[tokio::test]
-async fn throttling_429_is_retried_by_the_engine_up_to_max_attempts_and_no_further() {
-    // GIVEN one ARN throttled twice then fine, one throttled forever; MAX_ATTEMPTS = 4
+async fn throttling_429_is_not_an_attempt_and_5xx_exhausts_max_attempts_through_the_real_client() {
+    // GIVEN MAX_ATTEMPTS = 2: one ARN throttled 6 times then fine, one failing with 500
     let (emu, images) = emulator().await;
     let recovers = arn_in("us-east-1", "recovers", 1);
-    let never = arn_in("eu-central-1", "never", 1);
-    seed(&emu, &[&recovers, &never]);
+    let broken = arn_in("eu-central-1", "broken", 1);
+    seed(&emu, &[&recovers, &broken]);
     let throttled = || Step::Error("CallRateLimitExceededException".into());
-    emu.script(&recovers, vec![throttled(), throttled(), Step::Ok]);
-    emu.script(&never, vec![throttled(); 10]); // scripts are consumed: more than MAX_ATTEMPTS
-    let handler: Handler<_, SqsDeadLetters> = Handler::new(fast_config(4), images, None);
+    let mut steps = vec![throttled(); 6];
+    steps.push(Step::Ok);
+    emu.script(&recovers, steps);
+    // Scripts are consumed: more than MAX_ATTEMPTS.
+    emu.script(&broken, vec![Step::Error("ServiceException".into()); 10]);
+    let handler: Handler<_, SqsDeadLetters> = Handler::new(fast_config(2), images, None);
     // WHEN the handler runs with the real client
     let result = handler
         .handle(
-            &json!([recovers, never]),
+            &json!([recovers, broken]),
             &invocation(Duration::from_secs(60)),
         )
         .await;
-    // THEN 3 calls delete the first, exactly 4 are spent on the second, none more
+    // THEN the 429s do not count: the first is deleted on its 7th call, its first attempt
     let statuses = |a: &str| {
         emu.calls()
             .iter()
@@ -191,17 +194,17 @@ async fn throttling_429_is_retried_by_the_engine_up_to_max_attempts_and_no_furth
             .map(|c| c.status)
             .collect::<Vec<_>>()
     };
-    assert_eq!(statuses(&recovers), [429, 429, 200]);
+    assert_eq!(statuses(&recovers), [429, 429, 429, 429, 429, 429, 200]);
     assert!(!emu.image_exists(&recovers));
-    // AND the second failed retryably: 4 attempts, each one throttled
-    assert_eq!(statuses(&never), [429; 4]);
-    assert!(emu.image_exists(&never));
+    // AND the second failed retryably after exactly 2 calls (no hidden SDK retries)
+    assert_eq!(statuses(&broken), [500, 500]);
+    assert!(emu.image_exists(&broken));
     // AND with no DLQ configured, a direct invocation hands it back as the invocation error
     match result {
         Err(ReaperError::DeadLetterQueueUnavailable {
             not_dead_lettered, ..
         }) => {
-            assert_eq!(not_dead_lettered, vec![never.clone()])
+            assert_eq!(not_dead_lettered, vec![broken.clone()])
         }
         other => panic!("{other:?}"),
     }

@@ -125,7 +125,7 @@ async fn routing_case(kind: Kind, failure: Failure, dlq_state: Dlq) {
             w.images.script(&bad, [Reply::permanent()]);
         }
         Failure::RetryableExhausted => {
-            w.images.script(&bad, [Reply::throttled()]);
+            w.images.script(&bad, [Reply::unavailable()]);
         }
         // The good ARN's call takes past the deadline margin, so `bad` never starts.
         Failure::NotAttempted => {
@@ -187,7 +187,7 @@ async fn routing_case(kind: Kind, failure: Failure, dlq_state: Dlq) {
     // one, and in every dead letter offered for it (the DLQ sees it even when it refuses it)
     let (expected_status, expected_code) = match failure {
         Failure::Permanent => (Status::Failed, "ResourceDependencyException"),
-        Failure::RetryableExhausted => (Status::Failed, "CallRateLimitExceededException"),
+        Failure::RetryableExhausted => (Status::Failed, "ServiceUnavailableException"),
         Failure::Rejected => (Status::Rejected, "NotAnImageBuildVersionArn"),
         Failure::NotAttempted => (Status::NotAttempted, "DeadlineReached"),
     };
@@ -282,10 +282,10 @@ async fn routing_case(kind: Kind, failure: Failure, dlq_state: Dlq) {
 
 #[tokio::test(start_paused = true)]
 async fn fifo_group_is_short_circuited_after_a_hand_back_and_other_groups_go_on() {
-    // GIVEN group A: r1 (throttled for good), r2, r3; group B: r4
+    // GIVEN group A: r1 (unavailable for good), r2, r3; group B: r4
     let w = Harness::new(config(), Some(DlqMode::Up));
     let (a1, a2, a3, b1) = (arn("a", 1), arn("a", 2), arn("a", 3), arn("b", 1));
-    w.images.script(&a1, [Reply::throttled()]);
+    w.images.script(&a1, [Reply::unavailable()]);
     let event = fifo_event(&[
         ("r1", "A", &a1),
         ("r2", "A", &a2),
@@ -349,7 +349,7 @@ async fn fifo_blocked_record_whose_arn_was_settled_elsewhere_is_still_handed_bac
     // GIVEN the same ARN in a blocked record of group A and in group B
     let w = Harness::new(config(), Some(DlqMode::Up));
     let (a1, shared) = (arn("a", 1), arn("shared", 1));
-    w.images.script(&a1, [Reply::throttled()]);
+    w.images.script(&a1, [Reply::unavailable()]);
     let event = fifo_event(&[("r1", "A", &a1), ("r2", "A", &shared), ("r3", "B", &shared)]);
     let h = w.run(&event).await;
     // THEN it is deleted once (through B), and r2 is handed back to keep A's order
@@ -620,7 +620,7 @@ async fn a_hanging_call_is_abandoned_before_the_deadline_and_handed_back() {
 
 #[tokio::test(start_paused = true)]
 async fn backoff_never_sleeps_across_the_deadline() {
-    // GIVEN an ARN throttled forever, 20 attempts allowed, 5 s to live
+    // GIVEN an ARN failing with 5xx forever, 20 attempts allowed, 5 s to live
     let w = Harness::new(
         Config {
             max_attempts: 20,
@@ -629,7 +629,7 @@ async fn backoff_never_sleeps_across_the_deadline() {
         None,
     );
     let x = arn("x", 1);
-    w.images.script(&x, [Reply::throttled()]);
+    w.images.script(&x, [Reply::unavailable()]);
     let started = Instant::now();
     let h = w
         .run_until(&sqs_event(&[("m1", &x)]), Duration::from_secs(5))
@@ -647,7 +647,9 @@ async fn backoff_never_sleeps_across_the_deadline() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn throttling_429_is_retried_up_to_max_attempts_and_no_further() {
+async fn throttling_429_is_not_an_attempt_and_5xx_exhausts_max_attempts() {
+    // GIVEN MAX_ATTEMPTS=5, 30 s to live, a DLQ; one ARN throttled 7 times then fine, one
+    // throttled for good, one failing with 5xx for good
     let w = Harness::new(
         Config {
             max_attempts: 5,
@@ -655,35 +657,52 @@ async fn throttling_429_is_retried_up_to_max_attempts_and_no_further() {
         },
         Some(DlqMode::Up),
     );
-    let (recovers, never) = (arn("recovers", 1), arn("never", 1));
-    w.images.script(
-        &recovers,
-        [
-            Reply::throttled(),
-            Reply::throttled(),
-            Reply::throttled(),
-            Reply::throttled(),
-            Reply::Ok,
-        ],
-    );
+    let (recovers, never, broken) = (arn("recovers", 1), arn("never", 1), arn("broken", 1));
+    let mut replies = vec![Reply::throttled(); 7];
+    replies.push(Reply::Ok);
+    w.images.script(&recovers, replies);
     w.images.script(&never, [Reply::throttled()]);
-    let h = w.run(&json!([recovers, never])).await;
-    assert_eq!(w.images.calls_of("DeleteImage", &recovers), 5);
-    assert_eq!(h.status(&recovers), Status::Deleted);
-    assert_eq!(w.images.calls_of("DeleteImage", &never), 5);
-    let rec = h
-        .report()
-        .results
-        .iter()
-        .find(|r| r.status == Status::Failed)
-        .unwrap();
-    assert_eq!(rec.attempts, Some(5));
+    w.images.script(&broken, [Reply::unavailable()]);
+    // WHEN a direct invocation names all three
+    let h = w
+        .run_until(&json!([recovers, never, broken]), Duration::from_secs(30))
+        .await;
+    // THEN the first is deleted on its first attempt, its 7 throttles counted apart
+    let entry = |a: &str| h.entry(a).clone();
+    let r = entry(&recovers);
+    assert_eq!(r.status, Status::Deleted);
+    assert_eq!((r.attempts, r.throttled), (Some(1), Some(7)));
+    assert_eq!(w.images.calls_of("DeleteImage", &recovers), 8);
+    // AND the one throttled for good is tried until the deadline: not attempted, retryable,
+    // far more calls than MAX_ATTEMPTS and none of them an attempt
+    let n = entry(&never);
+    assert_eq!(n.status, Status::NotAttempted, "{n:?}");
+    assert_eq!(n.error_code.as_deref(), Some("DeadlineReached"));
+    assert_eq!((n.retryable, n.attempts), (Some(true), None));
+    let never_calls = w.images.calls_of("DeleteImage", &never);
+    assert!(never_calls > 5, "{never_calls}");
+    assert_eq!(n.throttled, Some(never_calls as u32));
+    // AND the 5xx one spends exactly MAX_ATTEMPTS calls
+    let b = entry(&broken);
+    assert_eq!(b.status, Status::Failed);
+    assert_eq!(b.attempts, Some(5));
+    assert_eq!(w.images.calls_of("DeleteImage", &broken), 5);
+    // AND the summary counts throttled calls, not ARNs; both failures are dead-lettered
     assert_eq!(
-        rec.error_code.as_deref(),
-        Some("CallRateLimitExceededException")
+        h.report().summary.throttled,
+        7 + never_calls as u64,
+        "{:?}",
+        h.report().summary
     );
-    assert_eq!(w.dead_letters()[0].body["attempts"], 5);
-    w.assert_accounted(&[(REQUEST_ID, &recovers), (REQUEST_ID, &never)], &h);
+    assert_eq!(w.dead_letters().len(), 2);
+    w.assert_accounted(
+        &[
+            (REQUEST_ID, &recovers),
+            (REQUEST_ID, &never),
+            (REQUEST_ID, &broken),
+        ],
+        &h,
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -897,7 +916,7 @@ async fn past_the_budget_the_report_drops_successes_and_keeps_failures() {
     let mut records = Vec::new();
     let arns: Vec<String> = (0..200).map(|i| arn("ok", i)).collect();
     let bad = arn("bad", 1);
-    w.images.script(&bad, [Reply::throttled()]);
+    w.images.script(&bad, [Reply::unavailable()]);
     records.push(("m-bad".to_string(), bad.clone()));
     for (i, a) in arns.iter().enumerate() {
         records.push((format!("m{i}"), a.clone()));

@@ -3,6 +3,8 @@
 //! - [`decode`]: every sample event in `events/` through the one decoding point.
 //! - [`handler`]: the handler and engine over in-memory fakes: the routing table,
 //!   FIFO order, dedup, dry run, the protect tag, the deadline, retries, the report.
+//! - [`limits`]: the rate limiters wired around the ports, against a fake Image Builder
+//!   that answers 429 above a simulated rate.
 //! - [`output_resources`]: deleting what DeleteImage leaves behind (AMIs, snapshots, ECR
 //!   images), over in-memory fakes of EC2 and ECR.
 //! - [`adapters`]: the real SDK adapters over HTTP against the Image Builder emulator and
@@ -22,6 +24,7 @@ mod e2e;
 mod e2e_output_resources;
 mod handler;
 mod hardening;
+mod limits;
 mod output_resources;
 mod statemachine;
 mod support;

@@ -422,7 +422,7 @@ mod tests {
         let e = t.call("us-east-1", &p).await.unwrap_err();
         assert_eq!(
             (e.class, e.code.as_str()),
-            (ErrorClass::Retryable, "RequestLimitExceeded")
+            (ErrorClass::Throttled, "RequestLimitExceeded")
         );
         let e = t.call("us-east-1", &p).await.unwrap_err();
         assert_eq!(

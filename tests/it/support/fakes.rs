@@ -51,7 +51,11 @@ pub enum Reply {
 
 impl Reply {
     pub fn throttled() -> Reply {
-        Reply::Err(ErrorClass::Retryable, "CallRateLimitExceededException")
+        Reply::Err(ErrorClass::Throttled, "CallRateLimitExceededException")
+    }
+    /// A 5xx: retryable, counted against `MAX_ATTEMPTS`.
+    pub fn unavailable() -> Reply {
+        Reply::Err(ErrorClass::Retryable, "ServiceUnavailableException")
     }
     pub fn permanent() -> Reply {
         Reply::Err(ErrorClass::Permanent, "ResourceDependencyException")
