@@ -5,6 +5,8 @@
 //!   FIFO order, dedup, dry run, the protect tag, the deadline, retries, the report.
 //! - [`output_resources`]: deleting what DeleteImage leaves behind (AMIs, snapshots, ECR
 //!   images), over in-memory fakes of EC2 and ECR.
+//! - [`in_use_guard`]: the in-use guard (references, protection, recent launches, fail
+//!   closed) over the same fakes.
 //! - [`adapters`]: the real SDK adapters over HTTP against the Image Builder emulator and
 //!   an SQS stub.
 //! - [`e2e`] and [`e2e_output_resources`]: the real binary under an in-process Lambda
@@ -22,6 +24,7 @@ mod e2e;
 mod e2e_output_resources;
 mod handler;
 mod hardening;
+mod in_use_guard;
 mod output_resources;
 mod statemachine;
 mod support;
