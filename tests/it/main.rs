@@ -21,6 +21,8 @@ mod architecture;
 mod decode;
 mod e2e;
 #[cfg(feature = "output-resources")]
+mod e2e_in_use_guard;
+#[cfg(feature = "output-resources")]
 mod e2e_output_resources;
 mod handler;
 mod hardening;
