@@ -46,6 +46,8 @@ pub struct Config {
     /// `REQUIRE_COMPLETE_CLEANUP`: output resources left behind on purpose (another account,
     /// a snapshot in use) block DeleteImage too.
     pub require_complete_cleanup: bool,
+    /// `IN_USE_GRACE_DAYS`: an AMI launched more recently than this many days keeps its image.
+    pub in_use_grace_days: u32,
 }
 
 /// Which accounts' images may be deleted.
@@ -87,6 +89,7 @@ impl Default for Config {
             report_budget_bytes: DEFAULT_REPORT_BUDGET_BYTES,
             delete_output_resources: Mode::None,
             require_complete_cleanup: false,
+            in_use_grace_days: 7,
         }
     }
 }
@@ -149,6 +152,10 @@ impl Config {
                 .map(|v| parse_bool("REQUIRE_COMPLETE_CLEANUP", &v))
                 .transpose()?
                 .unwrap_or(d.require_complete_cleanup),
+            in_use_grace_days: get("IN_USE_GRACE_DAYS")
+                .map(|v| parse_range("IN_USE_GRACE_DAYS", &v, 0, 3650))
+                .transpose()?
+                .map_or(d.in_use_grace_days, |n| n as u32),
         })
     }
 
@@ -360,6 +367,30 @@ mod tests {
         assert!(!c.dry_run);
         assert_eq!(c.dead_letter_queue_url, None);
         assert_eq!(c.allowed_accounts, AccountPolicy::OwnAccount);
+        assert_eq!(c.in_use_grace_days, 7);
+    }
+
+    #[test]
+    fn in_use_grace_days_is_read_and_bounded() {
+        // GIVEN a value in range WHEN read THEN it is used
+        assert_eq!(
+            config(&[("IN_USE_GRACE_DAYS", "0")])
+                .unwrap()
+                .in_use_grace_days,
+            0
+        );
+        assert_eq!(
+            config(&[("IN_USE_GRACE_DAYS", "3650")])
+                .unwrap()
+                .in_use_grace_days,
+            3650
+        );
+        // GIVEN a value out of range or not a number WHEN read THEN init fails naming it
+        for bad in ["3651", "-1", "seven", "1.5"] {
+            let e = config(&[("IN_USE_GRACE_DAYS", bad)]).unwrap_err();
+            assert_eq!(e.variable, "IN_USE_GRACE_DAYS");
+            assert!(e.expected.contains("0 to 3650"), "{e}");
+        }
     }
 
     #[test]

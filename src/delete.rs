@@ -12,10 +12,11 @@ use tokio::time::Instant;
 use crate::batch::Task;
 use crate::outcome::{ResultRecord, Status, Subject};
 use crate::output_resources::entry::Verdict;
+use crate::output_resources::guard::Clock;
 use crate::output_resources::mode::Mode;
 use crate::output_resources::plan;
 use crate::output_resources::run::{clean, Cleaners, Settings};
-use crate::ports::{Amis, ContainerImages, ErrorClass, ImageInfo, Images};
+use crate::ports::{Amis, ContainerImages, ErrorClass, ImageInfo, ImageUse, Images};
 use crate::retry::{with_retries, Attempted, RetryPolicy, Window};
 
 /// Error code of an ARN not attempted because the deadline margin was reached.
@@ -35,6 +36,8 @@ pub struct Rules<'a> {
     pub window: Window,
     /// `DEADLINE_MARGIN_MS`, named in not-attempted messages.
     pub deadline_margin: Duration,
+    /// Now and `IN_USE_GRACE_DAYS`, for the in-use guard.
+    pub clock: Clock,
 }
 
 /// The decision for one ARN, with the duration of every DeleteImage attempt (for metrics).
@@ -45,7 +48,7 @@ pub struct Decided {
 }
 
 /// Decides one distinct ARN.
-pub async fn decide<I: Images, A: Amis, C: ContainerImages>(
+pub async fn decide<I: Images, A: Amis + ImageUse, C: ContainerImages>(
     images: &I,
     cleaners: &Cleaners<A, C>,
     task: &Task,
@@ -84,7 +87,7 @@ pub async fn decide<I: Images, A: Amis, C: ContainerImages>(
 
 /// Everything before DeleteImage. `true`: DeleteImage may run (or, in a dry run, the image
 /// would be deleted); `false`: `rec` already holds the final status.
-async fn prepare<I: Images, A: Amis, C: ContainerImages>(
+async fn prepare<I: Images, A: Amis + ImageUse, C: ContainerImages>(
     images: &I,
     cleaners: &Cleaners<A, C>,
     task: &Task,
@@ -118,8 +121,17 @@ async fn prepare<I: Images, A: Amis, C: ContainerImages>(
         policy: rules.policy,
         window: rules.window,
         throttled: &throttled,
+        clock: rules.clock,
     };
-    let done = clean(&cleaners.amis, &cleaners.containers, &plan, &settings).await;
+    // The EC2 adapter answers both the cleanup and the in-use guard.
+    let done = clean(
+        &cleaners.amis,
+        &cleaners.amis,
+        &cleaners.containers,
+        &plan,
+        &settings,
+    )
+    .await;
     rec.throttled += throttled.into_inner();
     rec.output_resources = done.entries;
     apply_verdict(rec, done.verdict)
@@ -168,6 +180,11 @@ fn apply_verdict(rec: &mut ResultRecord, verdict: Verdict) -> bool {
         Verdict::Protected { message } => {
             rec.status = Status::Protected;
             rec.message = Some(message);
+        }
+        Verdict::InUse { references, reason } => {
+            rec.status = Status::InUse;
+            rec.message = Some(reason);
+            rec.references = references;
         }
         Verdict::Failed {
             code,

@@ -9,7 +9,7 @@
 //! handed back, the later records of its group are handed back unprocessed.
 
 use std::collections::HashSet;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use serde_json::Value;
@@ -23,9 +23,11 @@ use crate::event::{Decoded, InvocationKind};
 use crate::outcome::{
     destination, settle, Destination, Final, Need, ResultRecord, Status, Subject,
 };
+use crate::output_resources::guard::Clock;
 use crate::output_resources::mode::Mode;
 use crate::output_resources::run::Cleaners;
-use crate::ports::{Amis, ContainerImages, DeadLetterSink, Images};
+use crate::ports::{Amis, ContainerImages, DeadLetterSink, ImageUse, Images};
+use crate::retention::rfc3339::DAY_MS;
 use crate::retry::{Deadlines, RetryPolicy, DEAD_LETTER_CALLS_IN_FLIGHT};
 
 /// Error code of an item not processed because an earlier record of its FIFO group is
@@ -74,7 +76,9 @@ pub struct Engine<'a, I, D, A, C> {
     cleaners: &'a Cleaners<A, C>,
 }
 
-impl<'a, I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Engine<'a, I, D, A, C> {
+impl<'a, I: Images, D: DeadLetterSink, A: Amis + ImageUse, C: ContainerImages>
+    Engine<'a, I, D, A, C>
+{
     /// `dead_letters` is `Some` exactly when `DEAD_LETTER_QUEUE_URL` is configured.
     pub fn new(
         config: &'a Config,
@@ -105,6 +109,12 @@ impl<'a, I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Engine<'a, I
             policy: self.policy(),
             window: deadlines.calls(),
             deadline_margin: self.config.deadline_margin,
+            clock: Clock {
+                now_ms: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64),
+                grace_ms: i64::from(self.config.in_use_grace_days) * DAY_MS,
+            },
         };
         let mut run = Run::new(&batch);
         for wave in 0.. {

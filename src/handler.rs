@@ -18,7 +18,7 @@ use crate::metrics;
 use crate::outcome::{ResultRecord, Subject};
 use crate::output_resources::mode::Mode;
 use crate::output_resources::run::Cleaners;
-use crate::ports::{Amis, ContainerImages, DeadLetterSink, Images, Unavailable};
+use crate::ports::{Amis, ContainerImages, DeadLetterSink, ImageUse, Images, Unavailable};
 use crate::report::{Report, Summary};
 
 /// How many not-dead-lettered items the `DeadLetterQueueUnavailable` message lists by name.
@@ -51,9 +51,10 @@ impl<I: Images, D: DeadLetterSink> Handler<I, D> {
     }
 }
 
-impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Handler<I, D, A, C> {
-    /// The EC2 and ECR ports that delete an image's output resources.
-    pub fn with_output_resources<A2: Amis, C2: ContainerImages>(
+impl<I: Images, D: DeadLetterSink, A: Amis + ImageUse, C: ContainerImages> Handler<I, D, A, C> {
+    /// The EC2 and ECR ports that delete an image's output resources; the EC2 one also
+    /// answers the in-use guard.
+    pub fn with_output_resources<A2: Amis + ImageUse, C2: ContainerImages>(
         self,
         amis: A2,
         containers: C2,

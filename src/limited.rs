@@ -17,8 +17,8 @@ use tokio::sync::Semaphore;
 use crate::arn::ImageArn;
 use crate::limiter::{Limiters, Permit};
 use crate::ports::{
-    AmiDescription, Amis, CallError, ContainerImages, Deleted, ErrorClass, ImageInfo,
-    ImageReference, Images, Removal,
+    AmiDescription, AmiReference, AmiUsage, Amis, CallError, ContainerImages, Deleted, ErrorClass,
+    ImageInfo, ImageReference, ImageUse, Images, Removal,
 };
 
 /// Limiter name of EC2 Image Builder.
@@ -135,6 +135,22 @@ impl<P: Amis> Amis for Limited<P> {
 
     async fn delete_snapshot(&self, region: &str, snapshot_id: &str) -> Result<Removal, CallError> {
         let call = self.inner.delete_snapshot(region, snapshot_id);
+        self.limits.run(EC2, region, call).await
+    }
+}
+
+impl<P: ImageUse> ImageUse for Limited<P> {
+    async fn references(
+        &self,
+        region: &str,
+        image_ids: &[String],
+    ) -> Result<Vec<AmiReference>, CallError> {
+        let call = self.inner.references(region, image_ids);
+        self.limits.run(EC2, region, call).await
+    }
+
+    async fn usage(&self, region: &str, image_ids: &[String]) -> Result<Vec<AmiUsage>, CallError> {
+        let call = self.inner.usage(region, image_ids);
         self.limits.run(EC2, region, call).await
     }
 }

@@ -18,11 +18,12 @@ pub const NAMESPACE: &str = "ImagebuilderReaper";
 const MAX_VALUES: usize = 100;
 
 /// Per-status metric names, in report order.
-const STATUS_METRICS: [(Status, &str); 7] = [
+const STATUS_METRICS: [(Status, &str); 8] = [
     (Status::Deleted, "Deleted"),
     (Status::AlreadyDeleted, "AlreadyDeleted"),
     (Status::WouldDelete, "WouldDelete"),
     (Status::Protected, "Protected"),
+    (Status::InUse, "InUse"),
     (Status::Rejected, "Rejected"),
     (Status::Failed, "Failed"),
     (Status::NotAttempted, "NotAttempted"),
@@ -45,7 +46,7 @@ pub struct Context<'a> {
 /// limiter was used; with output resources also `OutputResourcesDeleted`,
 /// `OutputResourcesSkipped` and `OutputResourcesFailed`.
 pub fn emf_record(exec: &Execution, ctx: &Context<'_>) -> Value {
-    let mut counts = [0usize; 7];
+    let mut counts = [0usize; STATUS_METRICS.len()];
     let mut dead_lettered = 0;
     let mut throttled = 0;
     for r in &exec.records {
@@ -88,7 +89,10 @@ pub fn emf_record(exec: &Execution, ctx: &Context<'_>) -> Value {
             "OutputResourcesDeleted",
             n(|s| s == ResourceStatus::Deleted),
         );
-        count("OutputResourcesSkipped", n(ResourceStatus::is_skipped));
+        count(
+            "OutputResourcesSkipped",
+            n(|s| s.is_skipped() || s == ResourceStatus::SkippedMovedTag),
+        );
         count("OutputResourcesFailed", n(|s| s == ResourceStatus::Failed));
     }
     if !exec.delete_latencies.is_empty() {
@@ -154,6 +158,7 @@ mod tests {
             dead_lettered,
             handed_back: false,
             output_resources: Vec::new(),
+            references: Vec::new(),
         }
     }
 

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::event::InvocationKind;
-use crate::output_resources::entry::ResourceEntry;
+use crate::output_resources::entry::{InUseReference, ResourceEntry};
 
 /// Per-ARN status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -19,6 +19,8 @@ pub enum Status {
     AlreadyDeleted,
     WouldDelete,
     Protected,
+    /// An output AMI is still in use: kept, like `protected`.
+    InUse,
     Rejected,
     Failed,
     NotAttempted,
@@ -32,6 +34,7 @@ impl Status {
             Status::AlreadyDeleted => "alreadyDeleted",
             Status::WouldDelete => "wouldDelete",
             Status::Protected => "protected",
+            Status::InUse => "inUse",
             Status::Rejected => "rejected",
             Status::Failed => "failed",
             Status::NotAttempted => "notAttempted",
@@ -42,7 +45,11 @@ impl Status {
     pub fn is_success(self) -> bool {
         matches!(
             self,
-            Status::Deleted | Status::AlreadyDeleted | Status::WouldDelete | Status::Protected
+            Status::Deleted
+                | Status::AlreadyDeleted
+                | Status::WouldDelete
+                | Status::Protected
+                | Status::InUse
         )
     }
 
@@ -60,7 +67,7 @@ impl Status {
 /// What an outcome still needs (the rows of the routing table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Need {
-    /// Deleted, already gone, would be deleted, or protected.
+    /// Deleted, already gone, would be deleted, protected, or in use.
     Nothing,
     /// Permanent failure or rejection: retrying cannot help.
     DeadLetter,
@@ -159,6 +166,9 @@ pub struct ResultRecord {
     /// What happened to each of the image's AMIs, snapshots and container images
     /// (`DELETE_OUTPUT_RESOURCES`; empty when not asked for).
     pub output_resources: Vec<ResourceEntry>,
+    /// For `inUse`: what still uses the image's AMIs (empty when the reason is protection or
+    /// a recent launch).
+    pub references: Vec<InUseReference>,
 }
 
 impl ResultRecord {
@@ -178,6 +188,7 @@ impl ResultRecord {
             dead_lettered: false,
             handed_back: false,
             output_resources: Vec::new(),
+            references: Vec::new(),
         }
     }
 }
@@ -216,6 +227,7 @@ mod tests {
     fn needs_follow_status_and_retryability() {
         assert_eq!(Status::Deleted.need(false), Need::Nothing);
         assert_eq!(Status::Protected.need(false), Need::Nothing);
+        assert_eq!(Status::InUse.need(false), Need::Nothing);
         assert_eq!(Status::Rejected.need(false), Need::DeadLetter);
         assert_eq!(Status::Failed.need(false), Need::DeadLetter);
         assert_eq!(Status::Failed.need(true), Need::Retry);

@@ -249,6 +249,45 @@ pub trait Amis: Send + Sync {
     ) -> impl Future<Output = Result<Removal, CallError>> + Send;
 }
 
+/// A resource EC2 says uses an AMI (DescribeImageReferences).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AmiReference {
+    /// The AMI it uses.
+    pub image_id: String,
+    /// `ec2:Instance`, `ec2:LaunchTemplate`, `ssm:Parameter`, `imagebuilder:ImageRecipe`, …
+    pub resource_type: String,
+    pub arn: String,
+}
+
+/// How an AMI is used apart from references: its deregistration protection and last launch.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AmiUsage {
+    pub image_id: String,
+    /// When an instance was last launched from it (RFC 3339); `None`: never.
+    pub last_launched: Option<String>,
+    /// Deregistration protection is on (also while its cooldown runs).
+    pub protected: bool,
+}
+
+/// EC2's answer to "is this AMI still in use?", for the guard that runs before any AMI is
+/// deregistered. `region` is the AMIs' own region; every call names AMIs of one region.
+pub trait ImageUse: Send + Sync {
+    /// Every resource that references any of `image_ids` (instances in any state, every
+    /// launch-template version, SSM parameters, Image Builder recipes), over every page.
+    fn references(
+        &self,
+        region: &str,
+        image_ids: &[String],
+    ) -> impl Future<Output = Result<Vec<AmiReference>, CallError>> + Send;
+    /// Protection and last launch of each of `image_ids` (an AMI EC2 no longer knows is left
+    /// out: it is gone, so not in use).
+    fn usage(
+        &self,
+        region: &str,
+        image_ids: &[String],
+    ) -> impl Future<Output = Result<Vec<AmiUsage>, CallError>> + Send;
+}
+
 /// ECR as the output-resource cleanup needs it.
 pub trait ContainerImages: Send + Sync {
     /// `BatchDeleteImage` of up to 100 images of one repository. `Ok` holds one result per
@@ -292,6 +331,15 @@ impl Amis for Unavailable {
         Err(Self::error())
     }
     async fn delete_snapshot(&self, _: &str, _: &str) -> Result<Removal, CallError> {
+        Err(Self::error())
+    }
+}
+
+impl ImageUse for Unavailable {
+    async fn references(&self, _: &str, _: &[String]) -> Result<Vec<AmiReference>, CallError> {
+        Err(Self::error())
+    }
+    async fn usage(&self, _: &str, _: &[String]) -> Result<Vec<AmiUsage>, CallError> {
         Err(Self::error())
     }
 }

@@ -6,7 +6,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::outcome::{ResultRecord, Status, Subject};
-use crate::output_resources::entry::ResourceEntry;
+use crate::output_resources::entry::{InUseReference, ResourceEntry};
 
 /// `summary` of the report.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -18,6 +18,7 @@ pub struct Summary {
     pub already_deleted: usize,
     pub would_delete: usize,
     pub protected: usize,
+    pub in_use: usize,
     pub rejected: usize,
     pub failed: usize,
     pub not_attempted: usize,
@@ -35,6 +36,7 @@ impl Summary {
             Status::AlreadyDeleted => self.already_deleted,
             Status::WouldDelete => self.would_delete,
             Status::Protected => self.protected,
+            Status::InUse => self.in_use,
             Status::Rejected => self.rejected,
             Status::Failed => self.failed,
             Status::NotAttempted => self.not_attempted,
@@ -47,6 +49,7 @@ impl Summary {
             Status::AlreadyDeleted => &mut self.already_deleted,
             Status::WouldDelete => &mut self.would_delete,
             Status::Protected => &mut self.protected,
+            Status::InUse => &mut self.in_use,
             Status::Rejected => &mut self.rejected,
             Status::Failed => &mut self.failed,
             Status::NotAttempted => &mut self.not_attempted,
@@ -86,6 +89,9 @@ pub struct ResultEntry {
     /// One entry per AMI / snapshot / container image (absent when none were looked at).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub output_resources: Vec<ResourceEntry>,
+    /// For `inUse`: what still uses the image's AMIs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<InUseReference>,
 }
 
 impl ResultEntry {
@@ -108,6 +114,7 @@ impl ResultEntry {
             dead_lettered: failure.then_some(r.dead_lettered),
             handed_back: r.handed_back,
             output_resources: r.output_resources.clone(),
+            references: r.references.clone(),
         }
     }
 }
@@ -292,6 +299,7 @@ mod tests {
             dead_lettered: status == Status::Failed,
             handed_back: false,
             output_resources: Vec::new(),
+            references: Vec::new(),
         }
     }
 

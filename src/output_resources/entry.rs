@@ -36,6 +36,8 @@ pub enum ResourceStatus {
     SkippedForeignAccount,
     /// A snapshot still used by another AMI (or an ECR image referenced by a manifest list).
     SkippedInUse,
+    /// A container image tag that now names another build's digest: left alone.
+    SkippedMovedTag,
     Failed,
     /// Not tried: an earlier step for it failed, or the Lambda deadline was near.
     NotAttempted,
@@ -50,12 +52,14 @@ impl ResourceStatus {
             ResourceStatus::WouldDelete => "wouldDelete",
             ResourceStatus::SkippedForeignAccount => "skippedForeignAccount",
             ResourceStatus::SkippedInUse => "skippedInUse",
+            ResourceStatus::SkippedMovedTag => "skippedMovedTag",
             ResourceStatus::Failed => "failed",
             ResourceStatus::NotAttempted => "notAttempted",
         }
     }
 
-    /// Whether this piece is left behind on purpose (never a failure by itself).
+    /// Whether this piece is left behind on purpose (never a failure by itself). A moved tag
+    /// is not: it no longer names anything of this image.
     pub fn is_skipped(self) -> bool {
         matches!(
             self,
@@ -148,6 +152,14 @@ impl ResourceEntry {
     }
 }
 
+/// A resource that still uses one of the image's AMIs, as the report lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InUseReference {
+    pub resource_type: String,
+    pub arn: String,
+}
+
 /// What the engine does with the ARN after the cleanup (the outcome rules).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -156,6 +168,12 @@ pub enum Verdict {
     Proceed,
     /// An AMI carries the protect tag: status `protected`, nothing was deleted.
     Protected { message: String },
+    /// An AMI is still in use (referenced, protected from deregistration, or launched within
+    /// the grace period): status `inUse`, nothing was deleted, DeleteImage is not called.
+    InUse {
+        references: Vec<InUseReference>,
+        reason: String,
+    },
     /// Something is still there: status `failed` with this code; DeleteImage is NOT called.
     /// `retryable` routes it per (retry vs dead letter).
     Failed {

@@ -8,6 +8,7 @@
 //! pieces through GetImage. Everything here is pure or talks only through the ports.
 
 pub mod entry;
+pub mod guard;
 pub mod mode;
 pub mod plan;
 pub mod run;

@@ -2,9 +2,11 @@
 //!
 //! Order per image: (1) DescribeImages for every own AMI (read-only, also in a dry run) — an
 //! AMI already gone is searched for the snapshots it left behind; (2) the protect tag on any
-//! AMI protects the whole image, before anything is deleted; (3) per AMI: DeregisterImage,
+//! AMI protects the whole image, before anything is deleted; (3) the in-use guard
+//! ([`guard::check`]) over the image's own AMIs keeps an image whose AMI is still used, and
+//! keeps it too when it cannot be answered; (4) per AMI: DeregisterImage,
 //! then DeleteSnapshot for each of its snapshots (EC2 refuses to delete a snapshot its AMI
-//! still uses); per repository: BatchDeleteImage; (4) [`verdict`] decides whether DeleteImage
+//! still uses); per repository: BatchDeleteImage; (5) [`verdict`] decides whether DeleteImage
 //! may run. No AWS SDK types here: the ports classify errors.
 
 use futures::future::join_all;
@@ -14,9 +16,10 @@ use std::sync::Mutex;
 use crate::output_resources::entry::{
     verdict, ResourceEntry, ResourceKind, ResourceStatus, Verdict,
 };
+use crate::output_resources::guard::{self, Answer, Checked, Clock};
 use crate::output_resources::plan::{AmiTask, ContainerGroup, Plan, ECR_BATCH_LIMIT};
 use crate::ports::{
-    AmiDescription, Amis, CallError, ContainerImages, ErrorClass, ImageReference, Removal,
+    AmiDescription, Amis, CallError, ContainerImages, ErrorClass, ImageReference, ImageUse, Removal,
 };
 use crate::retry::{with_retries, Attempted, RetryPolicy, Window};
 
@@ -43,6 +46,8 @@ pub struct Settings<'a> {
     pub window: Window,
     /// Throttled calls of this cleanup, for the ARN's `throttled` count.
     pub throttled: &'a AtomicU32,
+    /// Now and `IN_USE_GRACE_DAYS`, for the in-use guard.
+    pub clock: Clock,
 }
 
 /// The cleanup's result for one image build version.
@@ -92,8 +97,9 @@ where
 }
 
 /// Runs the plan. Every piece ends in exactly one entry; service errors never escape.
-pub async fn clean<A: Amis, C: ContainerImages>(
+pub async fn clean<A: Amis, U: ImageUse, C: ContainerImages>(
     amis: &A,
+    usage: &U,
     containers: &C,
     plan: &Plan,
     s: &Settings<'_>,
@@ -102,65 +108,179 @@ pub async fn clean<A: Amis, C: ContainerImages>(
     let reads = join_all(plan.amis.iter().map(|t| read_ami(amis, t, s))).await;
 
     // (2) Protection wins over everything, even over a failed read of another AMI.
-    if let Some(key) = s.protect_tag_key {
-        for (task, read) in plan.amis.iter().zip(&reads) {
-            if let Call::Ok(AmiState::Present(d)) = read {
-                if let Some(v) = d.tags.get(key) {
-                    return Cleanup {
-                        entries: Vec::new(),
-                        verdict: Verdict::Protected {
-                            message: format!(
-                                "skipped: its AMI {} ({}) carries the protect tag {key}={v}; nothing was deleted",
-                                task.image_id, task.region
-                            ),
-                        },
-                    };
+    if let Some(protected) = protected_by_tag(plan, &reads, s) {
+        return protected;
+    }
+    let mut entries = if reads.iter().any(|r| !matches!(r, Call::Ok(_))) {
+        unread(plan, reads)
+    } else {
+        let states: Vec<AmiState> = reads
+            .into_iter()
+            .filter_map(|r| match r {
+                Call::Ok(state) => Some(state),
+                _ => None,
+            })
+            .collect();
+        // (3) Nothing still in use is deleted, and nothing at all while that is unknown.
+        match guard::check(
+            usage,
+            &in_scope(plan, &states),
+            &s.policy,
+            s.window,
+            s.clock,
+        )
+        .await
+        {
+            Answer::Clear => delete_all(amis, containers, plan, states, s).await,
+            Answer::InUse { references, reason } => {
+                return Cleanup {
+                    entries: Vec::new(),
+                    verdict: Verdict::InUse { references, reason },
                 }
             }
+            Answer::Unanswered {
+                region,
+                error,
+                attempts,
+            } => unanswered(plan, &region, &error, attempts),
+            Answer::NotStarted => not_started(plan),
         }
-    }
-
-    let mut entries = Vec::new();
-    if reads.iter().any(|r| !matches!(r, Call::Ok(_))) {
-        // Nothing is deleted until every AMI has been read (protect tag, snapshot list).
-        for (task, read) in plan.amis.iter().zip(reads) {
-            let e = ami_entry(task, ResourceStatus::NotAttempted);
-            entries.push(match read {
-                Call::Failed(err, attempts) => failed(e, &err, attempts),
-                Call::NotStarted => e.not_attempted(DEADLINE),
-                _ => e.not_attempted(NOT_ALL_READ),
-            });
-        }
-        for group in &plan.containers {
-            for image in &group.images {
-                entries.push(container_entry(group, &image.uri).not_attempted(NOT_ALL_READ));
-            }
-        }
-    } else {
-        let states = reads.into_iter().filter_map(|r| match r {
-            Call::Ok(state) => Some(state),
-            _ => None,
-        });
-        let ami_entries = join_all(
-            plan.amis
-                .iter()
-                .zip(states)
-                .map(|(task, state)| delete_ami(amis, task, state, s)),
-        )
-        .await;
-        entries.extend(ami_entries.into_iter().flatten());
-        let container_entries = join_all(
-            plan.containers
-                .iter()
-                .map(|g| delete_group(containers, g, s)),
-        )
-        .await;
-        entries.extend(container_entries.into_iter().flatten());
-    }
+    };
     entries.extend(plan.settled.iter().cloned());
     let verdict = verdict(&entries, s.require_complete);
     Cleanup { entries, verdict }
 }
+
+/// The image's own AMIs that are still registered: the ones the guard asks about.
+fn in_scope(plan: &Plan, states: &[AmiState]) -> Vec<Checked> {
+    plan.amis
+        .iter()
+        .zip(states)
+        .filter(|(_, state)| matches!(state, AmiState::Present(_)))
+        .map(|(task, _)| Checked {
+            region: task.region.clone(),
+            image_id: task.image_id.clone(),
+        })
+        .collect()
+}
+
+/// The whole image protected, when one of its AMIs carries the protect tag.
+fn protected_by_tag(plan: &Plan, reads: &[Call<AmiState>], s: &Settings<'_>) -> Option<Cleanup> {
+    let key = s.protect_tag_key?;
+    plan.amis.iter().zip(reads).find_map(|(task, read)| {
+        let Call::Ok(AmiState::Present(d)) = read else {
+            return None;
+        };
+        let v = d.tags.get(key)?;
+        Some(Cleanup {
+            entries: Vec::new(),
+            verdict: Verdict::Protected {
+                message: format!(
+                    "skipped: its AMI {} ({}) carries the protect tag {key}={v}; nothing was deleted",
+                    task.image_id, task.region
+                ),
+            },
+        })
+    })
+}
+
+/// Entries when an AMI could not be read: nothing is deleted until every AMI has been read
+/// (protect tag, snapshot list).
+fn unread(plan: &Plan, reads: Vec<Call<AmiState>>) -> Vec<ResourceEntry> {
+    let mut entries = Vec::new();
+    for (task, read) in plan.amis.iter().zip(reads) {
+        let e = ami_entry(task, ResourceStatus::NotAttempted);
+        entries.push(match read {
+            Call::Failed(err, attempts) => failed(e, &err, attempts),
+            Call::NotStarted => e.not_attempted(DEADLINE),
+            _ => e.not_attempted(NOT_ALL_READ),
+        });
+    }
+    entries.extend(containers_not_attempted(plan, NOT_ALL_READ));
+    entries
+}
+
+/// Entries when the in-use check failed: the AMIs of the failing region are `failed` with its
+/// cause, always retryable (the answer may come next time), the rest not attempted.
+fn unanswered(plan: &Plan, region: &str, err: &CallError, attempts: u32) -> Vec<ResourceEntry> {
+    let mut entries: Vec<ResourceEntry> = plan
+        .amis
+        .iter()
+        .map(|task| {
+            let e = ami_entry(task, ResourceStatus::NotAttempted);
+            if task.region == region {
+                let mut e = e.failed(
+                    &err.code,
+                    format!(
+                        "the in-use check could not be answered, so nothing was deleted: {}",
+                        err.message
+                    ),
+                    true,
+                );
+                e.attempts = (attempts > 1).then_some(attempts);
+                e
+            } else {
+                e.not_attempted(NOT_CHECKED)
+            }
+        })
+        .collect();
+    entries.extend(containers_not_attempted(plan, NOT_CHECKED));
+    entries
+}
+
+/// Entries when the deadline stopped the in-use check before it started.
+fn not_started(plan: &Plan) -> Vec<ResourceEntry> {
+    let mut entries: Vec<ResourceEntry> = plan
+        .amis
+        .iter()
+        .map(|t| ami_entry(t, ResourceStatus::NotAttempted).not_attempted(DEADLINE))
+        .collect();
+    entries.extend(containers_not_attempted(plan, DEADLINE));
+    entries
+}
+
+fn containers_not_attempted<'p>(
+    plan: &'p Plan,
+    why: &'static str,
+) -> impl Iterator<Item = ResourceEntry> + 'p {
+    plan.containers.iter().flat_map(move |group| {
+        group
+            .images
+            .iter()
+            .map(move |image| container_entry(group, &image.uri).not_attempted(why))
+    })
+}
+
+/// (4) Every AMI with its snapshots, and every repository, once nothing is in use.
+async fn delete_all<A: Amis, C: ContainerImages>(
+    amis: &A,
+    containers: &C,
+    plan: &Plan,
+    states: Vec<AmiState>,
+    s: &Settings<'_>,
+) -> Vec<ResourceEntry> {
+    let ami_entries = join_all(
+        plan.amis
+            .iter()
+            .zip(states)
+            .map(|(task, state)| delete_ami(amis, task, state, s)),
+    )
+    .await;
+    let container_entries = join_all(
+        plan.containers
+            .iter()
+            .map(|g| delete_group(containers, g, s)),
+    )
+    .await;
+    ami_entries
+        .into_iter()
+        .flatten()
+        .chain(container_entries.into_iter().flatten())
+        .collect()
+}
+
+const NOT_CHECKED: &str =
+    "not attempted: the in-use check of this image's AMIs could not be answered, and nothing is deleted before it is";
 
 const NOT_ALL_READ: &str =
     "not attempted: another AMI of this image could not be read, and nothing is deleted before all are";

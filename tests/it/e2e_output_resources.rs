@@ -20,16 +20,16 @@ use crate::support::world::{result_for, Setup, World};
 
 /// The crate's own EC2 client pointed at moto: seeding and checking go through the same
 /// Query client the function uses (RegisterImage and CreateTags as raw calls).
-fn ec2(region: &str) -> Ec2 {
+pub(crate) fn ec2(region: &str) -> Ec2 {
     Moto::shared().ec2(region)
 }
 
-fn ecr(region: &str) -> aws_sdk_ecr::Client {
+pub(crate) fn ecr(region: &str) -> aws_sdk_ecr::Client {
     Moto::shared().ecr(region)
 }
 
 /// Registers an AMI in moto; returns its id and its snapshots.
-async fn seed_ami(region: &str, tags: &[(&str, &str)]) -> (String, Vec<String>) {
+pub(crate) async fn seed_ami(region: &str, tags: &[(&str, &str)]) -> (String, Vec<String>) {
     let c = ec2(region);
     let register = Params::new("RegisterImage").set("Name", moto::unique("e2e-ami"));
     let reply = c.call(region, &register).await.expect("RegisterImage");
@@ -45,7 +45,7 @@ async fn seed_ami(region: &str, tags: &[(&str, &str)]) -> (String, Vec<String>) 
     (id.clone(), snapshots_of(region, &id).await)
 }
 
-async fn snapshots_of(region: &str, ami: &str) -> Vec<String> {
+pub(crate) async fn snapshots_of(region: &str, ami: &str) -> Vec<String> {
     let images = ec2(region)
         .describe_images(region, &[ami])
         .await
@@ -53,14 +53,14 @@ async fn snapshots_of(region: &str, ami: &str) -> Vec<String> {
     images[0].snapshot_ids.clone()
 }
 
-async fn ami_registered(region: &str, ami: &str) -> bool {
+pub(crate) async fn ami_registered(region: &str, ami: &str) -> bool {
     match ec2(region).describe_images(region, &[ami]).await {
         Ok(images) => !images.is_empty(),
         Err(_) => false, // InvalidAMIID.NotFound
     }
 }
 
-async fn snapshot_exists(region: &str, snap: &str) -> bool {
+pub(crate) async fn snapshot_exists(region: &str, snap: &str) -> bool {
     let describe = Params::new("DescribeSnapshots").list("SnapshotId", [snap]);
     match ec2(region).call(region, &describe).await {
         Ok(reply) => reply
@@ -71,7 +71,7 @@ async fn snapshot_exists(region: &str, snap: &str) -> bool {
 }
 
 /// Creates a repository with one tagged image; returns its URI as Image Builder reports it.
-async fn seed_container(region: &str) -> (String, String) {
+pub(crate) async fn seed_container(region: &str) -> (String, String) {
     let c = ecr(region);
     let repo = moto::unique("e2e-web");
     c.create_repository()
@@ -95,7 +95,7 @@ async fn seed_container(region: &str) -> (String, String) {
     (repo, uri)
 }
 
-async fn container_exists(region: &str, repo: &str) -> bool {
+pub(crate) async fn container_exists(region: &str, repo: &str) -> bool {
     ecr(region)
         .list_images()
         .repository_name(repo)
@@ -108,7 +108,7 @@ async fn container_exists(region: &str, repo: &str) -> bool {
 }
 
 /// A world whose function deletes the output resources `mode` names, in moto.
-async fn world(mode: &str, extra: &[(&str, &str)]) -> World {
+pub(crate) async fn world(mode: &str, extra: &[(&str, &str)]) -> World {
     let setup = extra
         .iter()
         .fold(Setup::default().output_resources(mode), |s, (k, v)| {
@@ -118,7 +118,7 @@ async fn world(mode: &str, extra: &[(&str, &str)]) -> World {
 }
 
 /// (type, id, status) of the report's `outputResources` for `image`.
-fn pieces(report: &Value, image: &str) -> Vec<(String, String, String)> {
+pub(crate) fn pieces(report: &Value, image: &str) -> Vec<(String, String, String)> {
     let result = result_for(report, image);
     result["outputResources"]
         .as_array()
@@ -134,7 +134,7 @@ fn pieces(report: &Value, image: &str) -> Vec<(String, String, String)> {
         .collect()
 }
 
-fn p(t: &str, id: &str, s: &str) -> (String, String, String) {
+pub(crate) fn p(t: &str, id: &str, s: &str) -> (String, String, String) {
     (t.to_string(), id.to_string(), s.to_string())
 }
 

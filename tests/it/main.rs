@@ -7,6 +7,8 @@
 //!   that answers 429 above a simulated rate.
 //! - [`output_resources`]: deleting what DeleteImage leaves behind (AMIs, snapshots, ECR
 //!   images), over in-memory fakes of EC2 and ECR.
+//! - [`in_use_guard`]: the in-use guard (references, protection, recent launches, fail
+//!   closed) over the same fakes.
 //! - [`adapters`]: the real SDK adapters over HTTP against the Image Builder emulator and
 //!   an SQS stub.
 //! - [`e2e`] and [`e2e_output_resources`]: the real binary under an in-process Lambda
@@ -21,9 +23,12 @@ mod architecture;
 mod decode;
 mod e2e;
 #[cfg(feature = "output-resources")]
+mod e2e_in_use_guard;
+#[cfg(feature = "output-resources")]
 mod e2e_output_resources;
 mod handler;
 mod hardening;
+mod in_use_guard;
 mod limits;
 mod output_resources;
 mod statemachine;

@@ -8,15 +8,17 @@
 //! - [`transport`]: endpoint, credentials, signing, sending, error extraction, pagination;
 //! - [`endpoint`]: the endpoint of a region, or the configured override;
 //! - [`ops`]: the typed operations ([`Ec2`]) and their reply parsers;
-//! - `amis`: the [`crate::ports::Amis`] port over [`Ec2`].
+//! - `amis`: the [`crate::ports::Amis`] port over [`Ec2`];
+//! - `image_use`: the [`crate::ports::ImageUse`] port over [`Ec2`] (the in-use guard).
 //!
-//! Modules import only downwards (amis → ops → transport → query / endpoint); this one only
+//! Modules import only downwards (amis, image_use → ops → transport → query / endpoint); this one only
 //! declares and re-exports.
 
 mod amis;
 pub mod endpoint;
 #[cfg(test)]
 mod fake;
+mod image_use;
 pub mod ops;
 pub mod query;
 pub mod transport;

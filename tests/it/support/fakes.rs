@@ -23,7 +23,9 @@ use imagebuilder_reaper::ports::{
     AmiDescription, Amis, CallError, ContainerImages, DeadLetterMessage, DeadLetterSink, Deleted,
     ErrorClass, ImageInfo, Images, Removal,
 };
-use imagebuilder_reaper::ports::{ImageReference, OutputResources};
+use imagebuilder_reaper::ports::{
+    AmiReference, AmiUsage, ImageReference, ImageUse, OutputResources,
+};
 use serde_json::Value;
 
 /// One ordered log of the calls made to the fakes, as `"<Operation> <id>"`. Clones share it.
@@ -359,6 +361,10 @@ struct Ami {
     owner: String,
     snapshots: Vec<String>,
     tags: HashMap<String, String>,
+    /// (resource type, ARN) of what references it.
+    references: Vec<(String, String)>,
+    last_launched: Option<String>,
+    protected: bool,
 }
 
 #[derive(Default)]
@@ -373,6 +379,8 @@ struct Ec2State {
     /// snapshot id → how many more DeleteSnapshot calls still see its own, already
     /// deregistered AMI using it (EC2's eventual consistency).
     lagging: HashMap<String, usize>,
+    /// The AMI ids of every DescribeImageReferences call, in order.
+    reference_batches: Vec<Vec<String>>,
 }
 
 /// EC2 as the real service behaves for these calls: a snapshot of a registered AMI is
@@ -407,6 +415,9 @@ impl FakeEc2 {
                 owner: owner.into(),
                 snapshots: snapshots.iter().map(|s| s.to_string()).collect(),
                 tags: HashMap::new(),
+                references: Vec::new(),
+                last_launched: None,
+                protected: false,
             },
         );
         self
@@ -419,6 +430,28 @@ impl FakeEc2 {
             .unwrap()
             .tags
             .insert(key.into(), "yes".into());
+        self
+    }
+    /// Records that a resource of `resource_type` with `arn` references AMI `id`.
+    pub fn referenced_by(&self, id: &str, resource_type: &str, arn: &str) -> &Self {
+        self.with_ami(id, |a| {
+            a.references.push((resource_type.into(), arn.into()))
+        })
+    }
+    /// Sets AMI `id`'s last launch time (RFC 3339).
+    pub fn launched(&self, id: &str, at: &str) -> &Self {
+        self.with_ami(id, |a| a.last_launched = Some(at.into()))
+    }
+    /// Turns on AMI `id`'s deregistration protection.
+    pub fn protect(&self, id: &str) -> &Self {
+        self.with_ami(id, |a| a.protected = true)
+    }
+    /// The AMI ids of every DescribeImageReferences call so far.
+    pub fn reference_batches(&self) -> Vec<Vec<String>> {
+        self.state.lock().unwrap().reference_batches.clone()
+    }
+    fn with_ami(&self, id: &str, f: impl FnOnce(&mut Ami)) -> &Self {
+        f(self.state.lock().unwrap().amis.get_mut(id).unwrap());
         self
     }
     /// Marks `snap` as used by another AMI as well.
@@ -436,7 +469,8 @@ impl FakeEc2 {
             .insert(snap.into(), times);
         self
     }
-    /// The next `times` calls of `op` for `id` fail with `err`.
+    /// The next `times` calls of `op` for `id` fail with `err` (for DescribeImageReferences
+    /// and the usage read, `id` is the region).
     pub fn fail(&self, op: &str, id: &str, times: usize, err: CallError) -> &Self {
         self.state.lock().unwrap().faults.insert(
             (op.into(), id.into()),
@@ -531,6 +565,44 @@ impl Amis for FakeEc2 {
         }
         s.snapshots.remove(id);
         Ok(Removal::Removed)
+    }
+}
+
+/// The in-use guard's calls answer per region: `DescribeImageReferences <region>` and
+/// `DescribeImageUsage <region>` in the log, faults keyed by the region.
+impl ImageUse for FakeEc2 {
+    async fn references(
+        &self,
+        region: &str,
+        ids: &[String],
+    ) -> Result<Vec<AmiReference>, CallError> {
+        let mut s = self.enter("DescribeImageReferences", region)?;
+        s.reference_batches.push(ids.to_vec());
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(a) = s.amis.get(id).filter(|a| a.region == region) {
+                out.extend(a.references.iter().map(|(t, arn)| AmiReference {
+                    image_id: id.clone(),
+                    resource_type: t.clone(),
+                    arn: arn.clone(),
+                }));
+            }
+        }
+        Ok(out)
+    }
+    async fn usage(&self, region: &str, ids: &[String]) -> Result<Vec<AmiUsage>, CallError> {
+        let s = self.enter("DescribeImageUsage", region)?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| {
+                let a = s.amis.get(id).filter(|a| a.region == region)?;
+                Some(AmiUsage {
+                    image_id: id.clone(),
+                    last_launched: a.last_launched.clone(),
+                    protected: a.protected,
+                })
+            })
+            .collect())
     }
 }
 

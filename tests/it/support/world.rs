@@ -2,12 +2,14 @@
 //! in-process Runtime API, talking to the in-process Image Builder emulator and to moto
 //! (the SQS dead-letter queue; EC2 and ECR when it deletes output resources) only through
 //! the standard endpoint variables (`AWS_ENDPOINT_URL_IMAGEBUILDER`, `AWS_ENDPOINT_URL_SQS`,
-//! `AWS_ENDPOINT_URL_EC2`, `AWS_ENDPOINT_URL_ECR`).
+//! `AWS_ENDPOINT_URL_EC2`, `AWS_ENDPOINT_URL_ECR`). With output resources, EC2 is reached
+//! through the emulator's EC2 front, which adds to moto what the in-use guard reads
+//! (DescribeImageReferences, launch times, deregistration protection).
 
 use std::process::Command;
 use std::time::Duration;
 
-use ib_emulator::{Emulator, Faults, SeedImage};
+use ib_emulator::{Ec2Front, Emulator, Faults, SeedImage};
 use serde_json::Value;
 
 use super::constants::REGION;
@@ -34,6 +36,8 @@ pub struct Setup {
     /// Extra environment for the function (overrides the defaults).
     pub env: Vec<(String, String)>,
     pub seed: Vec<String>,
+    /// Start an EC2 front before moto and point `AWS_ENDPOINT_URL_EC2` at it.
+    pub ec2_front: bool,
 }
 
 impl Default for Setup {
@@ -43,6 +47,7 @@ impl Default for Setup {
             dlq: Dlq::Fresh,
             env: Vec::new(),
             seed: Vec::new(),
+            ec2_front: false,
         }
     }
 }
@@ -64,12 +69,13 @@ impl Setup {
         self.dlq = dlq;
         self
     }
-    /// `DELETE_OUTPUT_RESOURCES=mode`, with EC2 and ECR in moto.
+    /// `DELETE_OUTPUT_RESOURCES=mode`, with ECR in moto and EC2 through this world's EC2
+    /// front in front of moto.
     #[cfg(feature = "output-resources")]
-    pub fn output_resources(self, mode: &str) -> Self {
+    pub fn output_resources(mut self, mode: &str) -> Self {
         let moto = Moto::shared().url();
+        self.ec2_front = true;
         self.env("DELETE_OUTPUT_RESOURCES", mode)
-            .env("AWS_ENDPOINT_URL_EC2", &moto)
             .env("AWS_ENDPOINT_URL_ECR", &moto)
     }
 }
@@ -82,6 +88,8 @@ pub struct World {
     pub function: Proc,
     pub moto: &'static Moto,
     pub sqs: aws_sdk_sqs::Client,
+    /// The EC2 front the function's EC2 calls go through (worlds with output resources).
+    pub ec2: Option<Ec2Front>,
     dlq_url: String,
 }
 
@@ -173,13 +181,23 @@ impl World {
             arn: arn.clone(),
             ..Default::default()
         }));
+        let mut extra = setup.env.clone();
+        let ec2 = if setup.ec2_front {
+            let front = Ec2Front::start(&moto.url(), "127.0.0.1:0".parse().unwrap())
+                .await
+                .expect("start the EC2 front");
+            extra.push(("AWS_ENDPOINT_URL_EC2".into(), front.endpoint_url()));
+            Some(front)
+        } else {
+            None
+        };
         let runtime = RuntimeApi::start().await;
         let env = lambda_env(
             &runtime.address(),
             &emu.endpoint_url().unwrap(),
             &moto.url(),
             &dlq_url,
-            &setup.env,
+            &extra,
         );
         let function = spawn_function(&env);
         World {
@@ -188,6 +206,7 @@ impl World {
             function,
             moto,
             sqs,
+            ec2,
             dlq_url,
         }
     }
