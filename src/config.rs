@@ -46,6 +46,9 @@ pub struct Config {
     /// `REQUIRE_COMPLETE_CLEANUP`: output resources left behind on purpose (another account,
     /// a snapshot in use) block DeleteImage too.
     pub require_complete_cleanup: bool,
+    /// `PLAN_BUCKET`: the S3 bucket retention plans are written to and read from; `None`:
+    /// plans are only returned inline and Map items cannot be executed.
+    pub plan_bucket: Option<String>,
 }
 
 /// Which accounts' images may be deleted.
@@ -87,6 +90,7 @@ impl Default for Config {
             report_budget_bytes: DEFAULT_REPORT_BUDGET_BYTES,
             delete_output_resources: Mode::None,
             require_complete_cleanup: false,
+            plan_bucket: None,
         }
     }
 }
@@ -149,6 +153,9 @@ impl Config {
                 .map(|v| parse_bool("REQUIRE_COMPLETE_CLEANUP", &v))
                 .transpose()?
                 .unwrap_or(d.require_complete_cleanup),
+            plan_bucket: get("PLAN_BUCKET")
+                .map(|v| parse_bucket(&v))
+                .transpose()?,
         })
     }
 
@@ -307,6 +314,36 @@ fn parse_regions(v: &str) -> Result<AllowList, ConfigError> {
     ))
 }
 
+/// An S3 general purpose bucket name: 3–63 lowercase letters, digits, `.` and `-`, starting
+/// and ending with a letter or digit, no `..`, not shaped like an IPv4 address, and none of
+/// the prefixes and suffixes S3 reserves.
+fn parse_bucket(v: &str) -> Result<String, ConfigError> {
+    const EXPECTED: &str = "an S3 bucket name (3-63 lowercase letters, digits, '.' and '-', starting and ending with a letter or digit), not an ARN or s3:// URL";
+    let b = v.as_bytes();
+    let edge = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let ipv4 = v.split('.').count() == 4
+        && v.split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()));
+    let reserved = ["xn--", "sthree-", "amzn-s3-demo-"]
+        .iter()
+        .any(|p| v.starts_with(p))
+        || ["-s3alias", "--ol-s3", "--x-s3", ".mrap"]
+            .iter()
+            .any(|s| v.ends_with(s));
+    let ok = (3..=63).contains(&b.len())
+        && b.iter().all(|&c| edge(c) || c == b'.' || c == b'-')
+        && edge(b[0])
+        && edge(b[b.len() - 1])
+        && !v.contains("..")
+        && !ipv4
+        && !reserved;
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err(err("PLAN_BUCKET", v, EXPECTED))
+    }
+}
+
 fn parse_tag_key(v: &str) -> Result<String, ConfigError> {
     // Image Builder tag keys: 1..=128 characters, and `aws:` is reserved for AWS.
     if v.chars().count() <= 128 {
@@ -360,6 +397,34 @@ mod tests {
         assert!(!c.dry_run);
         assert_eq!(c.dead_letter_queue_url, None);
         assert_eq!(c.allowed_accounts, AccountPolicy::OwnAccount);
+    }
+
+    #[test]
+    fn plan_bucket_is_an_s3_bucket_name() {
+        // GIVEN valid names THEN kept as written
+        for ok in ["reaper-plans", "abc", "plans.example-123"] {
+            let c = config(&[("PLAN_BUCKET", ok)]).unwrap();
+            assert_eq!(c.plan_bucket.as_deref(), Some(ok));
+        }
+        // AND an unset or blank value means no bucket
+        assert_eq!(config(&[("PLAN_BUCKET", " ")]).unwrap().plan_bucket, None);
+        // GIVEN what is not a bucket name THEN init fails naming the variable
+        for bad in [
+            "ab",
+            "Plans",
+            "s3://plans",
+            "arn:aws:s3:::plans",
+            "-plans",
+            "plans-",
+            "a..b",
+            "192.168.1.10",
+            "xn--plans",
+            "plans-s3alias",
+            &"a".repeat(64),
+        ] {
+            let e = config(&[("PLAN_BUCKET", bad)]).unwrap_err();
+            assert_eq!(e.variable, "PLAN_BUCKET", "{bad}");
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! ([`deadletter`]) → report ([`outcome`]), orchestrated per invocation by [`handler`].
 //! [`ports`] holds the narrow traits the engine talks through; [`aws`] holds one SDK-backed
 //! adapter per AWS service; [`config`], [`error`] and [`metrics`] are the edges.
-//! [`retention`] is the pure core of retention plans (selection rules, plan documents).
+//! [`retention`] is the pure core of retention plans (selection rules, plan documents);
+//! [`retention_run`] makes and reads plans over the ports.
 
 pub mod arn;
 pub mod aws;
@@ -24,4 +25,5 @@ pub mod output_resources;
 pub mod ports;
 pub mod report;
 pub mod retention;
+pub mod retention_run;
 pub mod retry;

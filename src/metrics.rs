@@ -18,11 +18,12 @@ pub const NAMESPACE: &str = "ImagebuilderReaper";
 const MAX_VALUES: usize = 100;
 
 /// Per-status metric names, in report order.
-const STATUS_METRICS: [(Status, &str); 7] = [
+const STATUS_METRICS: [(Status, &str); 8] = [
     (Status::Deleted, "Deleted"),
     (Status::AlreadyDeleted, "AlreadyDeleted"),
     (Status::WouldDelete, "WouldDelete"),
     (Status::Protected, "Protected"),
+    (Status::SkippedPlanDrift, "SkippedPlanDrift"),
     (Status::Rejected, "Rejected"),
     (Status::Failed, "Failed"),
     (Status::NotAttempted, "NotAttempted"),
@@ -34,7 +35,7 @@ const STATUS_METRICS: [(Status, &str); 7] = [
 /// percentiles stay right); with output resources also `OutputResourcesDeleted`,
 /// `OutputResourcesSkipped` and `OutputResourcesFailed`. Dimension `FunctionName` when known.
 pub fn emf_record(exec: &Execution, function_name: Option<&str>, timestamp_ms: u64) -> Value {
-    let mut counts = [0usize; 7];
+    let mut counts = [0usize; STATUS_METRICS.len()];
     let mut dead_lettered = 0;
     for r in &exec.records {
         let i = STATUS_METRICS

@@ -19,6 +19,8 @@ pub enum Status {
     AlreadyDeleted,
     WouldDelete,
     Protected,
+    /// A retention plan's build changed since the plan was made: left alone.
+    SkippedPlanDrift,
     Rejected,
     Failed,
     NotAttempted,
@@ -32,6 +34,7 @@ impl Status {
             Status::AlreadyDeleted => "alreadyDeleted",
             Status::WouldDelete => "wouldDelete",
             Status::Protected => "protected",
+            Status::SkippedPlanDrift => "skippedPlanDrift",
             Status::Rejected => "rejected",
             Status::Failed => "failed",
             Status::NotAttempted => "notAttempted",
@@ -42,7 +45,11 @@ impl Status {
     pub fn is_success(self) -> bool {
         matches!(
             self,
-            Status::Deleted | Status::AlreadyDeleted | Status::WouldDelete | Status::Protected
+            Status::Deleted
+                | Status::AlreadyDeleted
+                | Status::WouldDelete
+                | Status::Protected
+                | Status::SkippedPlanDrift
         )
     }
 
@@ -60,7 +67,7 @@ impl Status {
 /// What an outcome still needs (the rows of the routing table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Need {
-    /// Deleted, already gone, would be deleted, or protected.
+    /// Deleted, already gone, would be deleted, protected, or skipped for plan drift.
     Nothing,
     /// Permanent failure or rejection: retrying cannot help.
     DeadLetter,
