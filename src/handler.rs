@@ -220,16 +220,18 @@ where
         }
         let settings = self.settings(invocation);
         let store = self.plans.as_ref();
-        let mut decoded = if event.get("executePlan").is_some() {
+        let decoded = if event.get("executePlan").is_some() {
+            // The plan's own items: already checked against the plan they come from.
             Box::pin(retention_run::execution(store, event, &settings, now_ms()))
                 .await
                 .map_err(run_error)?
         } else {
-            event::decode(event)?
+            let mut decoded = event::decode(event)?;
+            Box::pin(retention_run::check_items(store, &mut decoded, &settings, now_ms()))
+                .await
+                .map_err(run_error)?;
+            decoded
         };
-        Box::pin(retention_run::check_items(store, &mut decoded, &settings, now_ms()))
-            .await
-            .map_err(run_error)?;
         let mode = match &decoded.options.delete_output_resources {
             None => self.config.delete_output_resources,
             Some(v) => config::parse_output_resources("deleteOutputResources", v).map_err(|e| {
