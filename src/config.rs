@@ -153,9 +153,7 @@ impl Config {
                 .map(|v| parse_bool("REQUIRE_COMPLETE_CLEANUP", &v))
                 .transpose()?
                 .unwrap_or(d.require_complete_cleanup),
-            plan_bucket: get("PLAN_BUCKET")
-                .map(|v| parse_bucket(&v))
-                .transpose()?,
+            plan_bucket: get("PLAN_BUCKET").map(|v| parse_bucket(&v)).transpose()?,
         })
     }
 

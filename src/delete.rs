@@ -137,7 +137,9 @@ async fn read_image<I: Images>(
             rec.attempts = attempts;
             if let Some(reason) = drift(task, &value, rules) {
                 rec.status = Status::SkippedPlanDrift;
-                rec.message = Some(format!("skipped: the build changed since the plan: {reason}"));
+                rec.message = Some(format!(
+                    "skipped: the build changed since the plan: {reason}"
+                ));
                 rec.request_id = value.request_id;
                 return None;
             }
@@ -164,7 +166,11 @@ async fn read_image<I: Images>(
 /// Why a retention plan's build no longer matches its plan, if it is one and it does not.
 fn drift(task: &Task, info: &ImageInfo, rules: &Rules<'_>) -> Option<String> {
     let plan = task.plan.as_deref()?;
-    let tags = info.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let tags = info
+        .tags
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let observed = Observed {
         status: info.status.as_deref(),
         date_created: info.date_created.as_deref(),

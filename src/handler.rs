@@ -12,8 +12,6 @@ use serde_json::Value;
 
 use crate::config::{self, Config};
 use crate::engine::{Engine, Execution, Invocation, NotDeadLettered};
-use crate::retention_run::{self, RunError, Settings};
-use crate::retry::{Deadlines, RetryPolicy};
 use crate::error::ReaperError;
 use crate::event::{self, Decoded, InvocationKind};
 use crate::metrics;
@@ -24,6 +22,8 @@ use crate::ports::{
     Amis, BuildVersions, ContainerImages, DeadLetterSink, Images, PlanStore, Unavailable,
 };
 use crate::report::Report;
+use crate::retention_run::{self, RunError, Settings};
+use crate::retry::{Deadlines, RetryPolicy};
 
 /// How many not-dead-lettered items the `DeadLetterQueueUnavailable` message lists by name.
 const LISTED_IN_ERROR: usize = 20;
@@ -227,9 +227,14 @@ where
                 .map_err(run_error)?
         } else {
             let mut decoded = event::decode(event)?;
-            Box::pin(retention_run::check_items(store, &mut decoded, &settings, now_ms()))
-                .await
-                .map_err(run_error)?;
+            Box::pin(retention_run::check_items(
+                store,
+                &mut decoded,
+                &settings,
+                now_ms(),
+            ))
+            .await
+            .map_err(run_error)?;
             decoded
         };
         let mode = match &decoded.options.delete_output_resources {

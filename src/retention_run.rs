@@ -12,8 +12,7 @@ use crate::arn;
 use crate::event::{self, Decoded, Item, ItemOptions, PlanCheck};
 use crate::ports::{BuildVersionSummary, BuildVersions, ErrorClass, PlanStore};
 use crate::retention::{
-    self, is_plan_id, items, items_key, plan_key, BuildVersion, Expect, MapItem, Plan,
-    PlanLocation,
+    self, is_plan_id, items, items_key, plan_key, BuildVersion, Expect, MapItem, Plan, PlanLocation,
 };
 use crate::retry::{with_retries, Attempted, RetryPolicy, Window};
 
@@ -85,7 +84,14 @@ async fn write<S: PlanStore>(
     });
     let items = to_json(&items(plan))?;
     put(store, bucket, &items_key(&plan.plan_id), items, settings).await?;
-    put(store, bucket, &plan_key(&plan.plan_id), to_json(plan)?, settings).await
+    put(
+        store,
+        bucket,
+        &plan_key(&plan.plan_id),
+        to_json(plan)?,
+        settings,
+    )
+    .await
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, RunError> {
@@ -312,8 +318,10 @@ async fn read_plan<S: PlanStore>(
         ));
     };
     let key = plan_key(plan_id);
-    let attempted =
-        with_retries(&settings.policy, settings.window, || store.get(bucket, &key)).await;
+    let attempted = with_retries(&settings.policy, settings.window, || {
+        store.get(bucket, &key)
+    })
+    .await;
     let bytes = match attempted {
         Attempted::Failed { error, .. } if error.class == ErrorClass::NotFound => {
             return Err(RunError::Invalid(format!(
@@ -370,7 +378,8 @@ pub async fn check_items<S: PlanStore>(
     }
     for (arn, check) in plan_items_mut(decoded) {
         let plan = plans.get(&check.plan_id).and_then(Option::as_ref);
-        let plan = plan.ok_or_else(|| RunError::Invalid(format!("plan {} unread", check.plan_id)))?;
+        let plan =
+            plan.ok_or_else(|| RunError::Invalid(format!("plan {} unread", check.plan_id)))?;
         let item = MapItem {
             image_build_version_arn: arn.to_owned(),
             plan_id: check.plan_id.clone(),
@@ -384,10 +393,14 @@ pub async fn check_items<S: PlanStore>(
 }
 
 fn plan_checks(decoded: &Decoded) -> impl Iterator<Item = &PlanCheck> {
-    decoded.units.iter().flat_map(|u| &u.items).filter_map(|i| match i {
-        Item::Candidate { plan, .. } => plan.as_deref(),
-        Item::Invalid { .. } => None,
-    })
+    decoded
+        .units
+        .iter()
+        .flat_map(|u| &u.items)
+        .filter_map(|i| match i {
+            Item::Candidate { plan, .. } => plan.as_deref(),
+            Item::Invalid { .. } => None,
+        })
 }
 
 fn plan_items_mut(decoded: &mut Decoded) -> impl Iterator<Item = (&str, &mut PlanCheck)> {

@@ -11,7 +11,9 @@ use aws_sdk_imagebuilder::Client;
 use super::classify::classify;
 use super::RegionalClients;
 use crate::arn::ImageArn;
-use crate::ports::{BuildVersionSummary, BuildVersions, CallError, Deleted, ImageInfo, Images, Page};
+use crate::ports::{
+    BuildVersionSummary, BuildVersions, CallError, Deleted, ImageInfo, Images, Page,
+};
 use crate::ports::{OutputAmi, OutputContainer, OutputResources};
 
 /// [`Images`] backed by the AWS SDK.

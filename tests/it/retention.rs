@@ -31,7 +31,8 @@ const HISTORY_START: &str = "2020-01-01T00:00:00.000Z";
 
 // ---- in memory -------------------------------------------------------------------------------
 
-type Fake = Handler<FakeImages, FakeDlq, Unavailable, Unavailable, FakeBuildVersions, FakePlanStore>;
+type Fake =
+    Handler<FakeImages, FakeDlq, Unavailable, Unavailable, FakeBuildVersions, FakePlanStore>;
 
 struct Memory {
     images: FakeImages,
@@ -62,7 +63,10 @@ fn memory(bucket: Option<&str>) -> Memory {
 }
 
 impl Memory {
-    async fn respond(&self, event: &Value) -> Result<Response, imagebuilder_reaper::error::ReaperError> {
+    async fn respond(
+        &self,
+        event: &Value,
+    ) -> Result<Response, imagebuilder_reaper::error::ReaperError> {
         self.handler
             .respond(event, &invocation(Duration::from_secs(900)))
             .await
@@ -132,19 +136,28 @@ async fn a_plan_lists_every_page_of_every_region_and_is_stored_with_its_items() 
     assert_eq!(calls.iter().filter(|(r, _)| r == REGION).count(), 2);
     assert_eq!(calls.iter().filter(|(r, _)| r == OTHER_REGION).count(), 1);
     // AND per region the 2 newest are kept (an image is a name in one region and account)
-    assert_eq!(plan["summary"], json!({"scanned": 32, "delete": 28, "keep": 4}));
+    assert_eq!(
+        plan["summary"],
+        json!({"scanned": 32, "delete": 28, "keep": 4})
+    );
     // AND the plan and its Map items are in the bucket, and the response says where
     let id = plan["planId"].as_str().unwrap();
     let key = format!("plans/{id}.json");
     assert_eq!(plan["planLocation"], json!({"bucket": BUCKET, "key": key}));
     assert_eq!(m.store.json(BUCKET, &key).unwrap(), plan);
-    let items = m.store.json(BUCKET, &format!("plans/{id}/items.json")).unwrap();
+    let items = m
+        .store
+        .json(BUCKET, &format!("plans/{id}/items.json"))
+        .unwrap();
     assert_eq!(items.as_array().unwrap().len(), 28);
     assert_eq!(items[0]["planId"], id);
     assert_eq!(items[0]["expect"]["status"], "AVAILABLE");
     // AND the items were written before the plan that names them
     let log = m.store.log();
-    assert!(log[0].ends_with("/items.json") && log[1].ends_with(&key), "{log:?}");
+    assert!(
+        log[0].ends_with("/items.json") && log[1].ends_with(&key),
+        "{log:?}"
+    );
 }
 
 #[tokio::test]
@@ -209,12 +222,13 @@ fn plan_made_at(created_ms: i64, arn: &str, date: &str) -> Plan {
     )
     .unwrap();
     let mut plan = Plan::new(plan_id(created_ms, 7), created_ms, selection, &[]);
-    plan.delete.push(imagebuilder_reaper::retention::DeleteEntry {
-        image_build_version_arn: arn.into(),
-        status: "AVAILABLE".into(),
-        date_created: date.into(),
-        reasons: vec!["beyondKeepNewest".into()],
-    });
+    plan.delete
+        .push(imagebuilder_reaper::retention::DeleteEntry {
+            image_build_version_arn: arn.into(),
+            status: "AVAILABLE".into(),
+            date_created: date.into(),
+            reasons: vec!["beyondKeepNewest".into()],
+        });
     plan.summary.scanned = 1;
     plan.summary.delete = 1;
     plan
@@ -330,7 +344,8 @@ async fn plans_never_come_from_a_queue_or_an_event() {
     assert!(m.listing.calls().is_empty() && m.images.calls().is_empty());
     // GIVEN an EventBridge event whose detail asks to execute a plan THEN InvalidEvent
     let mut event = eventbridge_event("e1", &[]);
-    event["detail"] = json!({"executePlan": {"planLocation": {"bucket": BUCKET, "key": "plans/x.json"}}});
+    event["detail"] =
+        json!({"executePlan": {"planLocation": {"bucket": BUCKET, "key": "plans/x.json"}}});
     assert_eq!(m.error_type(&event).await.0, "InvalidEvent");
 }
 
@@ -427,7 +442,11 @@ async fn e2e_a_plan_of_a_seeded_history_follows_the_rules_and_executes() {
     assert_eq!(delete, expected);
     assert_eq!(plan["selection"]["regions"], json!([REGION]));
     // AND nothing was deleted by planning
-    assert!(world.emu.calls().iter().all(|c| c.operation.starts_with("List")));
+    assert!(world
+        .emu
+        .calls()
+        .iter()
+        .all(|c| c.operation.starts_with("List")));
     // WHEN the plan is executed
     let report = world.invoke(&json!({"executePlan": plan})).await;
     let report = report.response();
@@ -460,20 +479,42 @@ async fn e2e_drift_between_plan_and_execution_is_skipped() {
         arn,
         state: Some(state.into()),
         date_created: Some(date.into()),
-        tags: tags.iter().map(|k| (k.to_string(), "yes".to_string())).collect(),
+        tags: tags
+            .iter()
+            .map(|k| (k.to_string(), "yes".to_string()))
+            .collect(),
         ..Default::default()
     };
     world.emu.seed([
-        seed(web("1.0.0", 4), "AVAILABLE", "2020-01-04T00:00:00.000Z", &[]),
-        seed(web("1.0.0", 1), "AVAILABLE", "2020-01-01T00:00:00.000Z", &[PROTECT]),
-        seed(web("1.0.0", 2), "AVAILABLE", "2024-06-01T00:00:00.000Z", &[]),
+        seed(
+            web("1.0.0", 4),
+            "AVAILABLE",
+            "2020-01-04T00:00:00.000Z",
+            &[],
+        ),
+        seed(
+            web("1.0.0", 1),
+            "AVAILABLE",
+            "2020-01-01T00:00:00.000Z",
+            &[PROTECT],
+        ),
+        seed(
+            web("1.0.0", 2),
+            "AVAILABLE",
+            "2024-06-01T00:00:00.000Z",
+            &[],
+        ),
     ]);
     // WHEN the plan is executed
     let reply = world.invoke(&json!({"executePlan": plan})).await;
     let report = reply.response();
     // THEN the three changed builds are skippedPlanDrift and kept, the rest deleted
     for arn in [web("1.0.0", 4), web("1.0.0", 1), web("1.0.0", 2)] {
-        assert_eq!(result_for(report, &arn)["status"], "skippedPlanDrift", "{report:#}");
+        assert_eq!(
+            result_for(report, &arn)["status"],
+            "skippedPlanDrift",
+            "{report:#}"
+        );
         assert!(world.emu.image_exists(&arn));
         assert_eq!(world.delete_calls(&arn), 0);
     }
@@ -496,7 +537,10 @@ async fn e2e_a_plan_over_two_regions_lists_and_deletes_in_each() {
     .await;
     // THEN each region's FAILED build is in it (listed through a client of that region)
     let delete = delete_arns(&plan);
-    let regions: Vec<&str> = delete.iter().map(|a| a.split(':').nth(3).unwrap()).collect();
+    let regions: Vec<&str> = delete
+        .iter()
+        .map(|a| a.split(':').nth(3).unwrap())
+        .collect();
     assert_eq!(delete.len(), 2, "{plan:#}");
     assert!(regions.contains(&REGION) && regions.contains(&OTHER_REGION));
     // WHEN executed THEN both are deleted, each in its own region
@@ -513,7 +557,11 @@ async fn e2e_a_plan_stored_in_s3_is_executed_by_location_and_by_map_items() {
     let moto = Moto::shared();
     let s3 = moto.s3();
     let bucket = moto::unique("plans").to_lowercase();
-    s3.create_bucket().bucket(&bucket).send().await.expect("CreateBucket");
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("CreateBucket");
     let world = World::start(
         Setup::default()
             .env("PLAN_BUCKET", &bucket)
@@ -526,9 +574,18 @@ async fn e2e_a_plan_stored_in_s3_is_executed_by_location_and_by_map_items() {
     let id = plan["planId"].as_str().unwrap().to_string();
     // THEN it and its Map items are in the bucket
     let location = plan["planLocation"].clone();
-    assert_eq!(location, json!({"bucket": bucket, "key": format!("plans/{id}.json")}));
+    assert_eq!(
+        location,
+        json!({"bucket": bucket, "key": format!("plans/{id}.json")})
+    );
     let items_key = format!("plans/{id}/items.json");
-    let object = s3.get_object().bucket(&bucket).key(&items_key).send().await.unwrap();
+    let object = s3
+        .get_object()
+        .bucket(&bucket)
+        .key(&items_key)
+        .send()
+        .await
+        .unwrap();
     let items: Value =
         serde_json::from_slice(&object.body.collect().await.unwrap().into_bytes()).unwrap();
     let planned = delete_arns(&plan);
@@ -538,11 +595,17 @@ async fn e2e_a_plan_stored_in_s3_is_executed_by_location_and_by_map_items() {
         .invoke(&json!({"executePlan": {"planLocation": location}, "dryRun": true}))
         .await;
     let report = reply.response();
-    assert_eq!(report["summary"]["wouldDelete"], planned.len(), "{report:#}");
+    assert_eq!(
+        report["summary"]["wouldDelete"],
+        planned.len(),
+        "{report:#}"
+    );
     assert_eq!(report["summary"]["dryRun"], true);
     assert!(planned.iter().all(|a| world.delete_calls(a) == 0));
     // WHEN the Map items are executed as a Distributed Map batch would
-    let reply = world.invoke(&json!({"Items": items, "BatchInput": {}})).await;
+    let reply = world
+        .invoke(&json!({"Items": items, "BatchInput": {}}))
+        .await;
     // THEN every planned build is deleted after its drift check
     assert_eq!(reply.response()["summary"]["deleted"], planned.len());
     for arn in &planned {

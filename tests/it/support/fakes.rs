@@ -126,11 +126,10 @@ impl FakeImages {
     /// What GetImage reports as `outputResources` for `arn`.
     /// GetImage's `state.status` and `dateCreated` for `arn`.
     pub fn state(&self, arn: &str, status: &str, date_created: &str) -> &Self {
-        self.0
-            .states
-            .lock()
-            .unwrap()
-            .insert(arn.to_string(), (status.to_string(), date_created.to_string()));
+        self.0.states.lock().unwrap().insert(
+            arn.to_string(),
+            (status.to_string(), date_created.to_string()),
+        );
         self
     }
     pub fn output_resources(&self, arn: &str, r: OutputResources) -> &Self {
@@ -623,13 +622,18 @@ impl ContainerImages for FakeEcr {
 
 // ---- Retention plans ------------------------------------------------------------------------
 
+/// A listing call: (region, nextToken).
+type ListCall = (String, Option<String>);
+/// A stored object's address: (bucket, key).
+type ObjectKey = (String, String);
+
 /// ListImageBuildVersions over a fixed set of builds per region, `page_size` per page, with a
 /// log of the regions and tokens asked for. A region can be made to fail.
 #[derive(Clone, Default)]
 pub struct FakeBuildVersions {
     builds: Arc<Mutex<BTreeMap<String, Vec<BuildVersionSummary>>>>,
     failing: Arc<Mutex<HashSet<String>>>,
-    calls: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    calls: Arc<Mutex<Vec<ListCall>>>,
     page_size: usize,
 }
 
@@ -652,7 +656,7 @@ impl FakeBuildVersions {
         self
     }
     /// Every call: (region, nextToken).
-    pub fn calls(&self) -> Vec<(String, Option<String>)> {
+    pub fn calls(&self) -> Vec<ListCall> {
         self.calls.lock().unwrap().clone()
     }
 }
@@ -684,7 +688,7 @@ impl BuildVersions for FakeBuildVersions {
 /// The plan bucket in memory: objects by (bucket, key), and a log of every call.
 #[derive(Clone, Default)]
 pub struct FakePlanStore {
-    objects: Arc<Mutex<BTreeMap<(String, String), Vec<u8>>>>,
+    objects: Arc<Mutex<BTreeMap<ObjectKey, Vec<u8>>>>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -698,7 +702,10 @@ impl FakePlanStore {
     /// Writes an object as a test fixture (not logged).
     pub fn insert(&self, bucket: &str, key: &str, body: &Value) {
         let mut objects = self.objects.lock().unwrap();
-        objects.insert((bucket.to_string(), key.to_string()), body.to_string().into_bytes());
+        objects.insert(
+            (bucket.to_string(), key.to_string()),
+            body.to_string().into_bytes(),
+        );
     }
     /// Every call, as `"<Operation> <bucket>/<key>"`, in order.
     pub fn log(&self) -> Vec<String> {
@@ -708,13 +715,19 @@ impl FakePlanStore {
 
 impl PlanStore for FakePlanStore {
     async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), CallError> {
-        self.log.lock().unwrap().push(format!("PutObject {bucket}/{key}"));
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("PutObject {bucket}/{key}"));
         let mut objects = self.objects.lock().unwrap();
         objects.insert((bucket.to_string(), key.to_string()), body);
         Ok(())
     }
     async fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, CallError> {
-        self.log.lock().unwrap().push(format!("GetObject {bucket}/{key}"));
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("GetObject {bucket}/{key}"));
         let objects = self.objects.lock().unwrap();
         objects
             .get(&(bucket.to_string(), key.to_string()))
