@@ -301,9 +301,10 @@ pub trait ContainerImages: Send + Sync {
 
 // ---- Null adapters ------------------------------------------------------------------------
 
-/// Ports of a function built or wired without EC2/ECR: every call fails permanently with
-/// [`Unavailable::CODE`]. Configuration refuses any mode but `none` in a build without the
-/// `output-resources` feature, so these are reached only by a miswired handler.
+/// Ports of a function built or wired without EC2/ECR (every call fails permanently with
+/// [`Unavailable::CODE`]; configuration refuses any mode but `none` in a build without the
+/// `output-resources` feature, so these are reached only by a miswired handler), or without
+/// the retention plan listing and store ([`Unavailable::PLANS_CODE`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Unavailable;
 
@@ -332,7 +333,6 @@ impl Amis for Unavailable {
     }
 }
 
-/// A function wired without a listing or plan store: retention plans cannot be made or read.
 impl Unavailable {
     /// The error code of a retention call on a miswired handler.
     pub const PLANS_CODE: &'static str = "RetentionPlansUnavailable";
