@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use serde_json::Value;
 
 use crate::arn::{self, Guards, ImageArn, RejectCode, Rejection};
-use crate::event::{Decoded, InvocationKind, Item, ItemOptions};
+use crate::event::{Decoded, InvocationKind, Item, ItemOptions, PlanCheck};
 use crate::outcome::Subject;
 use crate::output_resources::mode::Mode;
 
@@ -23,6 +23,8 @@ pub struct Task {
     /// Effective: the dry run of every level and of the configuration; the
     /// `deleteOutputResources` asked for (`None`: the invocation's mode).
     pub options: ItemOptions,
+    /// A retention plan's build: checked for drift before anything else.
+    pub plan: Option<Box<PlanCheck>>,
 }
 
 /// An item refused before any call.
@@ -151,10 +153,18 @@ fn validate(item: &Item, guards: &Guards, unit: ItemOptions) -> Result<Task, Rej
             },
             options: unit,
         }),
-        Item::Candidate { arn: s, options } => {
+        Item::Candidate {
+            arn: s,
+            options,
+            plan,
+        } => {
             let options = unit.within(*options);
             match arn::validate(s, guards) {
-                Ok(arn) => Ok(Task { arn, options }),
+                Ok(arn) => Ok(Task {
+                    arn,
+                    options,
+                    plan: plan.clone(),
+                }),
                 Err(rejection) => Err(Rejected {
                     subject: Subject::Input(Value::String(s.clone())),
                     rejection,
@@ -166,7 +176,8 @@ fn validate(item: &Item, guards: &Guards, unit: ItemOptions) -> Result<Task, Rej
 }
 
 /// The index of `task`'s task: one per (ARN, effective dry run). When the sources that name
-/// it ask for different output resources, only what all of them asked for goes.
+/// it ask for different output resources, only what all of them asked for goes; when one of
+/// them is a retention plan's item, its drift check applies.
 fn add_task(
     tasks: &mut Vec<Task>,
     task_of: &mut HashMap<(String, bool), usize>,
@@ -175,6 +186,9 @@ fn add_task(
 ) -> usize {
     let key = (task.arn.as_str().to_string(), task.options.dry_run);
     if let Some(&t) = task_of.get(&key) {
+        if tasks[t].plan.is_none() {
+            tasks[t].plan = task.plan;
+        }
         let known = &mut tasks[t].options.delete_output_resources;
         if *known != task.options.delete_output_resources {
             let mode = |m: Option<Mode>| m.unwrap_or(default_mode);
@@ -218,6 +232,7 @@ mod tests {
                 .map(|s| Item::Candidate {
                     arn: s.to_string(),
                     options: ItemOptions::default(),
+                    plan: None,
                 })
                 .collect(),
             dry_run,

@@ -48,6 +48,9 @@ pub struct Config {
     pub require_complete_cleanup: bool,
     /// `IN_USE_GRACE_DAYS`: an AMI launched more recently than this many days keeps its image.
     pub in_use_grace_days: u32,
+    /// `PLAN_BUCKET`: the S3 bucket retention plans are written to and read from; `None`:
+    /// plans are only returned inline and Map items cannot be executed.
+    pub plan_bucket: Option<String>,
 }
 
 /// Which accounts' images may be deleted.
@@ -90,6 +93,7 @@ impl Default for Config {
             delete_output_resources: Mode::None,
             require_complete_cleanup: false,
             in_use_grace_days: 7,
+            plan_bucket: None,
         }
     }
 }
@@ -156,6 +160,7 @@ impl Config {
                 .map(|v| parse_range("IN_USE_GRACE_DAYS", &v, 0, 3650))
                 .transpose()?
                 .map_or(d.in_use_grace_days, |n| n as u32),
+            plan_bucket: get("PLAN_BUCKET").map(|v| parse_bucket(&v)).transpose()?,
         })
     }
 
@@ -314,6 +319,36 @@ fn parse_regions(v: &str) -> Result<AllowList, ConfigError> {
     ))
 }
 
+/// An S3 general purpose bucket name: 3–63 lowercase letters, digits, `.` and `-`, starting
+/// and ending with a letter or digit, no `..`, not shaped like an IPv4 address, and none of
+/// the prefixes and suffixes S3 reserves.
+fn parse_bucket(v: &str) -> Result<String, ConfigError> {
+    const EXPECTED: &str = "an S3 bucket name (3-63 lowercase letters, digits, '.' and '-', starting and ending with a letter or digit), not an ARN or s3:// URL";
+    let b = v.as_bytes();
+    let edge = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let ipv4 = v.split('.').count() == 4
+        && v.split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()));
+    let reserved = ["xn--", "sthree-", "amzn-s3-demo-"]
+        .iter()
+        .any(|p| v.starts_with(p))
+        || ["-s3alias", "--ol-s3", "--x-s3", ".mrap"]
+            .iter()
+            .any(|s| v.ends_with(s));
+    let ok = (3..=63).contains(&b.len())
+        && b.iter().all(|&c| edge(c) || c == b'.' || c == b'-')
+        && edge(b[0])
+        && edge(b[b.len() - 1])
+        && !v.contains("..")
+        && !ipv4
+        && !reserved;
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err(err("PLAN_BUCKET", v, EXPECTED))
+    }
+}
+
 fn parse_tag_key(v: &str) -> Result<String, ConfigError> {
     // Image Builder tag keys: 1..=128 characters, and `aws:` is reserved for AWS.
     if v.chars().count() <= 128 {
@@ -390,6 +425,34 @@ mod tests {
             let e = config(&[("IN_USE_GRACE_DAYS", bad)]).unwrap_err();
             assert_eq!(e.variable, "IN_USE_GRACE_DAYS");
             assert!(e.expected.contains("0 to 3650"), "{e}");
+        }
+    }
+
+    #[test]
+    fn plan_bucket_is_an_s3_bucket_name() {
+        // GIVEN valid names THEN kept as written
+        for ok in ["reaper-plans", "abc", "plans.example-123"] {
+            let c = config(&[("PLAN_BUCKET", ok)]).unwrap();
+            assert_eq!(c.plan_bucket.as_deref(), Some(ok));
+        }
+        // AND an unset or blank value means no bucket
+        assert_eq!(config(&[("PLAN_BUCKET", " ")]).unwrap().plan_bucket, None);
+        // GIVEN what is not a bucket name THEN init fails naming the variable
+        for bad in [
+            "ab",
+            "Plans",
+            "s3://plans",
+            "arn:aws:s3:::plans",
+            "-plans",
+            "plans-",
+            "a..b",
+            "192.168.1.10",
+            "xn--plans",
+            "plans-s3alias",
+            &"a".repeat(64),
+        ] {
+            let e = config(&[("PLAN_BUCKET", bad)]).unwrap_err();
+            assert_eq!(e.variable, "PLAN_BUCKET", "{bad}");
         }
     }
 

@@ -524,7 +524,8 @@ mod tests {
                 redriven(&m.body),
                 [Item::Candidate {
                     arn: arn.into(),
-                    options
+                    options,
+                    plan: None,
                 }]
             );
         }

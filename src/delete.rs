@@ -1,5 +1,5 @@
-//! One ARN, decided: read the image (protect tag, output resources), clean up the output
-//! resources, then DeleteImage last → its [`ResultRecord`].
+//! One ARN, decided: read the image (a retention plan's drift check, protect tag, output
+//! resources), clean up the output resources, then DeleteImage last → its [`ResultRecord`].
 //!
 //! Each step talks only to the port it needs, and every call goes through the one retry
 //! loop. A dry run performs every read and check and calls no deleting API.
@@ -17,6 +17,7 @@ use crate::output_resources::mode::Mode;
 use crate::output_resources::plan;
 use crate::output_resources::run::{clean, Cleaners, Settings};
 use crate::ports::{Amis, ContainerImages, ErrorClass, ImageInfo, ImageUse, Images};
+use crate::retention::{check_drift, DriftCheck, Observed};
 use crate::retry::{with_retries, Attempted, RetryPolicy, Window};
 
 /// Error code of an ARN not attempted because the deadline margin was reached.
@@ -98,7 +99,7 @@ async fn prepare<I: Images, A: Amis + ImageUse, C: ContainerImages>(
         .options
         .delete_output_resources
         .unwrap_or(rules.output_mode);
-    if rules.protect_tag_key.is_none() && !mode.any() {
+    if rules.protect_tag_key.is_none() && !mode.any() && task.plan.is_none() {
         return true;
     }
     let Some(info) = read_image(images, task, rules, rec).await else {
@@ -137,9 +138,9 @@ async fn prepare<I: Images, A: Amis + ImageUse, C: ContainerImages>(
     apply_verdict(rec, done.verdict)
 }
 
-/// GetImage and the protect tag. `None`: `rec` holds the final status (protected, gone —
-/// GetImage can then no longer name the output resources, so `alreadyDeleted` as without the
-/// cleanup — or failed).
+/// GetImage, a plan item's drift check and the protect tag. `None`: `rec` holds the final
+/// status (skipped for drift, protected, gone — GetImage can then no longer name the output
+/// resources, so `alreadyDeleted` as without the cleanup — or failed).
 async fn read_image<I: Images>(
     images: &I,
     task: &Task,
@@ -153,6 +154,14 @@ async fn read_image<I: Images>(
             value, attempts, ..
         } => {
             rec.attempts = attempts;
+            if let Some(reason) = drift(task, &value, rules) {
+                rec.status = Status::SkippedPlanDrift;
+                rec.message = Some(format!(
+                    "skipped: the build changed since the plan: {reason}"
+                ));
+                rec.request_id = value.request_id;
+                return None;
+            }
             let tag = rules
                 .protect_tag_key
                 .and_then(|k| Some((k, value.tags.get(k)?.clone())));
@@ -170,6 +179,30 @@ async fn read_image<I: Images>(
             apply_failure(rec, other, "GetImage", rules);
             None
         }
+    }
+}
+
+/// Why a retention plan's build no longer matches its plan, if it is one and it does not.
+fn drift(task: &Task, info: &ImageInfo, rules: &Rules<'_>) -> Option<String> {
+    let plan = task.plan.as_deref()?;
+    let tags = info
+        .tags
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let observed = Observed {
+        status: info.status.as_deref(),
+        date_created: info.date_created.as_deref(),
+        tags: &tags,
+    };
+    match check_drift(
+        &plan.expect,
+        &observed,
+        rules.protect_tag_key,
+        &plan.exclude_tag_keys,
+    ) {
+        DriftCheck::Proceed => None,
+        DriftCheck::Drift(reason) => Some(reason),
     }
 }
 

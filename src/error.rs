@@ -1,4 +1,4 @@
-//! Whole-invocation errors: the three stable `errorType` names .
+//! Whole-invocation errors: the stable `errorType` names.
 //!
 //! Step Functions `Retry` / `Catch` and alarms match these names, so they are spelled out
 //! here once ([`ERROR_TYPES`]) and mapped to [`lambda_runtime::Diagnostic`] explicitly instead
@@ -9,10 +9,12 @@ use lambda_runtime::Diagnostic;
 use crate::config::ConfigError;
 
 /// Every `errorType` this function can fail an invocation (or its init) with.
-pub const ERROR_TYPES: [&str; 3] = [
+pub const ERROR_TYPES: [&str; 5] = [
     "InvalidEvent",
     "DeadLetterQueueUnavailable",
     "ConfigurationError",
+    "ListingFailed",
+    "PlanStoreUnavailable",
 ];
 
 /// An error that fails the whole invocation (or init). Per-ARN failures never end up here:
@@ -37,6 +39,13 @@ pub enum ReaperError {
     /// fault): nothing was dead-lettered; the caller retries once they are fixed.
     #[error("{0}")]
     CredentialsRefused(String),
+    /// A retention plan could not list every build version it covers (after retries): no
+    /// partial plan is made, since what a plan keeps depends on every build of a name.
+    #[error("{0}")]
+    ListingFailed(String),
+    /// The plan bucket (`PLAN_BUCKET`) could not be written or read (after retries).
+    #[error("{0}")]
+    PlanStoreUnavailable(String),
 }
 
 impl ReaperError {
@@ -48,6 +57,8 @@ impl ReaperError {
             ReaperError::ConfigurationError(_) | ReaperError::CredentialsRefused(_) => {
                 ERROR_TYPES[2]
             }
+            ReaperError::ListingFailed(_) => ERROR_TYPES[3],
+            ReaperError::PlanStoreUnavailable(_) => ERROR_TYPES[4],
         }
     }
 }

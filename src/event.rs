@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::output_resources::mode::Mode;
+use crate::retention::{Expect, MapItem};
 
 /// How the function was invoked; decides where failures go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,10 +86,32 @@ impl ItemOptions {
 pub enum Item {
     /// A string that should be an image build-version ARN (not yet validated), with the
     /// options in effect for it.
-    Candidate { arn: String, options: ItemOptions },
+    /// `plan`: the item comes from a retention plan and must still look as planned.
+    Candidate {
+        arn: String,
+        options: ItemOptions,
+        plan: Option<Box<PlanCheck>>,
+    },
     /// Input of no known shape: rejected with `InvalidMessage`; `input` is the raw item/body.
     Invalid { input: Value, message: String },
 }
+
+/// What a build of a retention plan must still look like before it is deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanCheck {
+    pub plan_id: String,
+    /// `status` and `dateCreated` as planned.
+    pub expect: Expect,
+    /// The plan's `excludeTagKeys`: one of them on the build now is drift. Empty until the
+    /// plan a Map item names has been read.
+    pub exclude_tag_keys: Vec<String>,
+}
+
+/// The top-level keys of a retention plan request and of a plan execution.
+pub const PLAN_REQUEST_KEYS: [&str; 2] = ["plan", "executePlan"];
+
+/// The keys that make an element a retention plan's Map item.
+const PLAN_ITEM_KEYS: [&str; 2] = ["planId", "expect"];
 
 /// One retryable unit: an SQS record, or the whole invocation otherwise.
 #[derive(Debug, Clone, PartialEq)]
@@ -256,9 +279,16 @@ pub fn decode(event: &Value) -> Result<Decoded, InvalidEvent> {
             if let Some(items) = obj.get("Items") {
                 return decode_item_batch(items, obj.get("BatchInput"));
             }
+            if is_plan_item(obj) {
+                // A Distributed Map without ItemBatcher passes each item as the whole input.
+                let mut body = Body::direct();
+                body.element(event, ItemOptions::default());
+                let opts = ItemOptions::default();
+                return body.single(InvocationKind::Direct, SourceKind::Direct, None, opts);
+            }
             if obj.contains_key(ARN_KEY) || obj.contains_key(ARNS_KEY) {
                 let level = read_level(obj).map_err(InvalidEvent)?;
-                let mut body = Body::default();
+                let mut body = Body::direct();
                 body.arn_fields(obj, level);
                 return body.single(InvocationKind::Direct, SourceKind::Direct, None, level);
             }
@@ -268,7 +298,7 @@ pub fn decode(event: &Value) -> Result<Decoded, InvalidEvent> {
             )))
         }
         Value::Array(elements) => {
-            let mut body = Body::default();
+            let mut body = Body::direct();
             body.items.reserve(elements.len());
             elements
                 .iter()
@@ -284,6 +314,49 @@ pub fn decode(event: &Value) -> Result<Decoded, InvalidEvent> {
             "unrecognised event: {}; {EXPECTED_EVENT}",
             describe(other)
         ))),
+    }
+}
+
+/// A retention plan execution, `{"executePlan": …, "dryRun"?, "deleteOutputResources"?}`:
+/// the value of `executePlan` and the options of the request. Any other key is refused: a
+/// mistyped option must not turn a preview into a delete.
+pub fn plan_execution(event: &Value) -> Result<(&Value, ItemOptions), InvalidEvent> {
+    let obj = event.as_object().ok_or_else(|| {
+        InvalidEvent(format!(
+            "a plan execution must be a JSON object, got {}",
+            describe(event)
+        ))
+    })?;
+    let plan = obj
+        .get("executePlan")
+        .ok_or_else(|| InvalidEvent("a plan execution needs executePlan".to_owned()))?;
+    let level = read_level(obj).map_err(InvalidEvent)?;
+    if let Some(key) = obj
+        .keys()
+        .find(|k| !matches!(k.as_str(), "executePlan" | DRY_RUN_KEY | OUTPUT_KEY))
+    {
+        return Err(InvalidEvent(format!(
+            "unknown key {} in a plan execution; the keys are executePlan, dryRun and deleteOutputResources",
+            crate::arn::quote(key)
+        )));
+    }
+    Ok((plan, level))
+}
+
+/// The decoded invocation of a plan execution: one direct unit of the plan's items.
+pub fn planned(items: Vec<Item>, level: ItemOptions) -> Decoded {
+    Decoded {
+        kind: InvocationKind::Direct,
+        units: vec![Unit {
+            source: Source {
+                kind: SourceKind::Direct,
+                id: None,
+            },
+            group_id: None,
+            items,
+            dry_run: level.dry_run,
+        }],
+        options: level.into(),
     }
 }
 
@@ -346,6 +419,15 @@ fn misspelt_option(key: &str) -> Option<&'static str> {
 }
 
 fn decode_eventbridge(obj: &Map<String, Value>) -> Result<Decoded, InvalidEvent> {
+    if let Some(key) = obj
+        .get("detail")
+        .and_then(Value::as_object)
+        .and_then(|d| PLAN_REQUEST_KEYS.into_iter().find(|k| d.contains_key(*k)))
+    {
+        return Err(InvalidEvent(format!(
+            "EventBridge detail.{key}: retention plans are made and executed only by a direct invocation or Step Functions, on purpose, never from an event"
+        )));
+    }
     let level = match obj.get("detail") {
         Some(Value::Object(detail)) => {
             read_level(detail).map_err(|e| InvalidEvent(format!("EventBridge detail: {e}")))?
@@ -383,7 +465,7 @@ fn decode_item_batch(items: &Value, batch_input: Option<&Value>) -> Result<Decod
             )))
         }
     };
-    let mut body = Body::default();
+    let mut body = Body::direct();
     body.items.reserve(items.len());
     items.iter().for_each(|e| body.element(e, level));
     body.single(
@@ -517,9 +599,19 @@ struct Body {
     dry_run: bool,
     /// The first bad option met (misspelt, wrongly typed, invalid value).
     option_error: Option<String>,
+    /// Whether retention plan Map items are accepted (direct and Step Functions only).
+    plan_items: bool,
 }
 
 impl Body {
+    /// A direct or Step Functions input, where retention plan Map items are accepted.
+    fn direct() -> Self {
+        Body {
+            plan_items: true,
+            ..Body::default()
+        }
+    }
+
     fn invalid(&mut self, input: Value, message: String) {
         self.items.push(Item::Invalid { input, message });
     }
@@ -528,6 +620,7 @@ impl Body {
         self.items.push(Item::Candidate {
             arn: arn.to_owned(),
             options,
+            plan: None,
         });
     }
 
@@ -640,6 +733,11 @@ impl Body {
                 self.dry_run |= level.dry_run;
                 self.arn_fields(obj, level);
             }
+        } else if let Some(key) = PLAN_REQUEST_KEYS.into_iter().find(|k| obj.contains_key(*k)) {
+            self.invalid(
+                value.clone(),
+                format!("a retention plan request ({key}) is not accepted from a queue or an event: plans are made and executed only by a direct invocation or Step Functions"),
+            );
         } else if let (Some(input), true) = (obj.get("input"), obj.contains_key("errorCode")) {
             self.dead_letter_input(obj, input, depth, opts);
         } else {
@@ -709,6 +807,7 @@ impl Body {
     fn element(&mut self, element: &Value, opts: ItemOptions) {
         match element {
             Value::String(s) => self.candidate(s, opts),
+            Value::Object(obj) if is_plan_item(obj) => self.plan_item(element, opts),
             Value::Object(obj) => match obj.get(ARN_KEY) {
                 Some(Value::String(s)) => {
                     let context = format!("the element for {}: ", crate::arn::quote(s));
@@ -721,6 +820,34 @@ impl Body {
             other => self.invalid(
                 other.clone(),
                 format!("{EXPECTED_ELEMENT}, got {}", describe(other)),
+            ),
+        }
+    }
+
+    /// A retention plan's Map item `{"imageBuildVersionArn", "planId", "expect"}`: a
+    /// candidate that must still look as planned. Refused outside direct and Step Functions
+    /// inputs, and when it has any other key (options travel in `BatchInput`).
+    fn plan_item(&mut self, element: &Value, opts: ItemOptions) {
+        if !self.plan_items {
+            self.invalid(
+                element.clone(),
+                "a retention plan item is not accepted from a queue or an event: plans are executed only by a direct invocation or Step Functions".to_owned(),
+            );
+            return;
+        }
+        match serde_json::from_value::<MapItem>(element.clone()) {
+            Ok(item) => self.items.push(Item::Candidate {
+                arn: item.image_build_version_arn,
+                options: opts,
+                plan: Some(Box::new(PlanCheck {
+                    plan_id: item.plan_id,
+                    expect: item.expect,
+                    exclude_tag_keys: Vec::new(),
+                })),
+            }),
+            Err(e) => self.invalid(
+                element.clone(),
+                format!("not a retention plan item ({e}); expected {{\"imageBuildVersionArn\", \"planId\", \"expect\": {{\"status\", \"dateCreated\"}}}}"),
             ),
         }
     }
@@ -756,6 +883,11 @@ impl Body {
             );
         }
     }
+}
+
+/// Whether an object is (meant as) a retention plan's Map item.
+fn is_plan_item(obj: &Map<String, Value>) -> bool {
+    PLAN_ITEM_KEYS.iter().any(|k| obj.contains_key(*k))
 }
 
 /// `arn:<partition>:imagebuilder:<region>:<account>:image/…` — any image ARN, build version
@@ -808,7 +940,7 @@ mod tests {
         let items = decoded.units.iter().flat_map(|u| &u.items);
         items
             .filter_map(|i| match i {
-                Item::Candidate { arn, options } => Some((arn.as_str(), *options)),
+                Item::Candidate { arn, options, .. } => Some((arn.as_str(), *options)),
                 Item::Invalid { .. } => None,
             })
             .collect()

@@ -1,4 +1,5 @@
-//! The invocation handler: decode → engine → report, or the whole-invocation error.
+//! The invocation handler: decode → engine → report, or the whole-invocation error; a
+//! retention plan request → the plan.
 //!
 //! Build once per process with [`Handler::new`] and call [`Handler::invoke`] from
 //! `lambda_runtime` (or [`Handler::handle`] in tests, with an explicit [`Invocation`]).
@@ -18,8 +19,12 @@ use crate::metrics;
 use crate::outcome::{ResultRecord, Subject};
 use crate::output_resources::mode::Mode;
 use crate::output_resources::run::Cleaners;
-use crate::ports::{Amis, ContainerImages, DeadLetterSink, ImageUse, Images, Unavailable};
+use crate::ports::{
+    Amis, BuildVersions, ContainerImages, DeadLetterSink, ImageUse, Images, PlanStore, Unavailable,
+};
 use crate::report::{Report, Summary};
+use crate::retention_run::{self, RunError, Settings};
+use crate::retry::{Deadlines, RetryPolicy};
 
 /// How many not-dead-lettered items the `DeadLetterQueueUnavailable` message lists by name.
 const LISTED_IN_ERROR: usize = 20;
@@ -28,13 +33,25 @@ const LOGGED_INPUT_CHARS: usize = 1024;
 
 /// The function: configuration and ports, built once and reused by every invocation.
 #[derive(Debug)]
-pub struct Handler<I, D, A = Unavailable, C = Unavailable> {
+pub struct Handler<I, D, A = Unavailable, C = Unavailable, L = Unavailable, S = Unavailable> {
     config: Config,
     images: I,
     dead_letters: Option<D>,
     output: Cleaners<A, C>,
     /// The rate limiters the ports are wrapped in, for the in-flight limit metric.
     limits: Option<CallLimits>,
+    /// Retention plans: the build-version listing and, with `PLAN_BUCKET`, the plan store.
+    listing: L,
+    plans: Option<S>,
+}
+
+/// What one invocation returns.
+#[derive(Debug)]
+pub enum Response {
+    /// The per-ARN report of a delete request or a plan execution.
+    Report(Report),
+    /// A retention plan (or its summary and location).
+    Plan(Value),
 }
 
 impl<I: Images, D: DeadLetterSink> Handler<I, D> {
@@ -47,24 +64,54 @@ impl<I: Images, D: DeadLetterSink> Handler<I, D> {
             dead_letters,
             output: Cleaners::default(),
             limits: None,
+            listing: Unavailable,
+            plans: None,
         }
     }
 }
 
-impl<I: Images, D: DeadLetterSink, A: Amis + ImageUse, C: ContainerImages> Handler<I, D, A, C> {
+impl<I, D, A, C, L, S> Handler<I, D, A, C, L, S>
+where
+    I: Images,
+    D: DeadLetterSink,
+    A: Amis + ImageUse,
+    C: ContainerImages,
+    L: BuildVersions,
+    S: PlanStore,
+{
     /// The EC2 and ECR ports that delete an image's output resources; the EC2 one also
     /// answers the in-use guard.
     pub fn with_output_resources<A2: Amis + ImageUse, C2: ContainerImages>(
         self,
         amis: A2,
         containers: C2,
-    ) -> Handler<I, D, A2, C2> {
+    ) -> Handler<I, D, A2, C2, L, S> {
         Handler {
             config: self.config,
             images: self.images,
             dead_letters: self.dead_letters,
             output: Cleaners { amis, containers },
             limits: self.limits,
+            listing: self.listing,
+            plans: self.plans,
+        }
+    }
+
+    /// The ports of retention plans: the build-version listing, and the plan store, which
+    /// must be `Some` exactly when `PLAN_BUCKET` is configured.
+    pub fn with_retention<L2: BuildVersions, S2: PlanStore>(
+        self,
+        listing: L2,
+        plans: Option<S2>,
+    ) -> Handler<I, D, A, C, L2, S2> {
+        Handler {
+            config: self.config,
+            images: self.images,
+            dead_letters: self.dead_letters,
+            output: self.output,
+            limits: self.limits,
+            listing,
+            plans,
         }
     }
 
@@ -91,8 +138,57 @@ impl<I: Images, D: DeadLetterSink, A: Amis + ImageUse, C: ContainerImages> Handl
         let payload = event::parse_payload(event.payload.get().as_bytes()).inspect_err(
             |e| tracing::error!(errorType = "InvalidEvent", error = %e, "invocation rejected"),
         )?;
-        let report = self.handle(&payload, &invocation).await?;
-        Ok(report.to_raw_json(self.config.report_budget_bytes))
+        match self.respond(&payload, &invocation).await? {
+            Response::Report(report) => Ok(report.to_raw_json(self.config.report_budget_bytes)),
+            Response::Plan(plan) => serde_json::value::to_raw_value(&plan)
+                .map_err(|e| ReaperError::InvalidEvent(format!("plan not serialisable: {e}"))),
+        }
+    }
+
+    /// Handles one event of any kind: a retention plan request gets its plan, everything
+    /// else its report.
+    pub async fn respond(
+        &self,
+        event: &Value,
+        invocation: &Invocation,
+    ) -> Result<Response, ReaperError> {
+        if !is_plan_request(event) {
+            return self.handle(event, invocation).await.map(Response::Report);
+        }
+        let settings = self.settings(invocation);
+        // Boxed: the plan path's future stays out of the invocation future's layout.
+        let plan = Box::pin(retention_run::make(
+            &self.listing,
+            self.plans.as_ref(),
+            event,
+            &settings,
+            now_ms(),
+            fastrand::u32(..),
+        ))
+        .await
+        .map_err(run_error)
+        .inspect_err(|e| {
+            tracing::error!(errorType = e.error_type(), error = %e, "plan request failed");
+        })?;
+        tracing::info!(planId = %plan["planId"], summary = %plan["summary"], "plan made");
+        Ok(Response::Plan(plan))
+    }
+
+    /// What retention plans need of the configuration and this invocation.
+    fn settings(&self, invocation: &Invocation) -> Settings<'_> {
+        let deadlines = Deadlines::new(invocation.deadline, self.config.deadline_margin, 0);
+        Settings {
+            own_region: self.config.own_region.as_deref().unwrap_or("us-east-1"),
+            protect_tag_key: self.config.protect_tag_key.as_deref(),
+            bucket: self.config.plan_bucket.as_deref(),
+            max_concurrency: self.config.max_concurrency,
+            response_budget: self.config.report_budget_bytes,
+            policy: RetryPolicy {
+                max_attempts: self.config.max_attempts,
+                backoff: self.config.backoff,
+            },
+            window: deadlines.calls(),
+        }
     }
 
     /// Handles one event. `Err` only for `InvalidEvent` (nothing decodable) and
@@ -103,7 +199,7 @@ impl<I: Images, D: DeadLetterSink, A: Amis + ImageUse, C: ContainerImages> Handl
         event: &Value,
         invocation: &Invocation,
     ) -> Result<Report, ReaperError> {
-        let (decoded, output_mode) = self.decode(event).inspect_err(|e| {
+        let (decoded, output_mode) = self.decode(event, invocation).await.inspect_err(|e| {
             tracing::error!(errorType = e.error_type(), error = %e, "invocation rejected");
         })?;
         let engine = Engine::new(
@@ -114,26 +210,51 @@ impl<I: Images, D: DeadLetterSink, A: Amis + ImageUse, C: ContainerImages> Handl
         );
         let exec = engine.run(&decoded, invocation, output_mode).await;
         log_outcomes(&exec.records);
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
         let ctx = metrics::Context {
             function_name: self.config.function_name.as_deref(),
             in_flight_limit: self
                 .limits
                 .as_ref()
                 .and_then(CallLimits::min_in_flight_limit),
-            timestamp_ms: now_ms,
+            timestamp_ms: u64::try_from(now_ms()).unwrap_or(0),
         };
         // EMF must be a line of its own on stdout, whatever the log format.
         println!("{}", metrics::emf_record(&exec, &ctx));
         conclude(&exec)
     }
 
-    /// The decoded event and this invocation's output-resource mode; a bad per-invocation
-    /// value fails the whole invocation, naming the field.
-    fn decode(&self, event: &Value) -> Result<(Decoded, Mode), ReaperError> {
-        let decoded = event::decode(event)?;
+    /// The decoded event (a plan execution: the plan's items, each with its drift check;
+    /// Map items: checked against their stored plan) and this invocation's output-resource
+    /// mode; a bad per-invocation value fails the whole invocation, naming the field.
+    async fn decode(
+        &self,
+        event: &Value,
+        invocation: &Invocation,
+    ) -> Result<(Decoded, Mode), ReaperError> {
+        if is_plan_request(event) {
+            return Err(ReaperError::InvalidEvent(
+                "a plan request returns a plan, not a report".to_owned(),
+            ));
+        }
+        let settings = self.settings(invocation);
+        let store = self.plans.as_ref();
+        let decoded = if event.get("executePlan").is_some() {
+            // The plan's own items: already checked against the plan they come from.
+            Box::pin(retention_run::execution(store, event, &settings, now_ms()))
+                .await
+                .map_err(run_error)?
+        } else {
+            let mut decoded = event::decode(event)?;
+            Box::pin(retention_run::check_items(
+                store,
+                &mut decoded,
+                &settings,
+                now_ms(),
+            ))
+            .await
+            .map_err(run_error)?;
+            decoded
+        };
         let mode = match &decoded.options.delete_output_resources {
             None => self.config.delete_output_resources,
             Some(v) => config::parse_output_resources("deleteOutputResources", v).map_err(|e| {
@@ -144,6 +265,27 @@ impl<I: Images, D: DeadLetterSink, A: Amis + ImageUse, C: ContainerImages> Handl
             })?,
         };
         Ok((decoded, mode))
+    }
+}
+
+/// Whether `event` asks for a retention plan (`{"plan": …}`).
+fn is_plan_request(event: &Value) -> bool {
+    event.get("plan").is_some()
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A retention plan failure as the whole invocation's error.
+fn run_error(e: RunError) -> ReaperError {
+    match e {
+        RunError::Invalid(m) => ReaperError::InvalidEvent(m),
+        RunError::Listing(m) => ReaperError::ListingFailed(m),
+        RunError::Store(m) => ReaperError::PlanStoreUnavailable(m),
     }
 }
 

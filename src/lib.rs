@@ -6,7 +6,8 @@
 //! [`ports`] holds the narrow traits the engine talks through; [`aws`] holds one SDK-backed
 //! adapter per AWS service; [`config`], [`error`] and [`metrics`] are the edges.
 //! [`limiter`] paces the calls to each service and region; [`limited`] wraps the ports in it.
-//! [`retention`] is the pure core of retention plans (selection rules, plan documents).
+//! [`retention`] is the pure core of retention plans (selection rules, plan documents);
+//! [`retention_run`] makes and reads plans over the ports.
 
 pub mod arn;
 pub mod aws;
@@ -26,4 +27,5 @@ pub mod output_resources;
 pub mod ports;
 pub mod report;
 pub mod retention;
+pub mod retention_run;
 pub mod retry;

@@ -17,8 +17,9 @@ use tokio::sync::Semaphore;
 use crate::arn::ImageArn;
 use crate::limiter::{Limiters, Permit};
 use crate::ports::{
-    AmiDescription, AmiReference, AmiUsage, Amis, CallError, ContainerImages, Deleted, ErrorClass,
-    ImageInfo, ImageReference, ImageUse, Images, Removal,
+    AmiDescription, AmiReference, AmiUsage, Amis, BuildVersionSummary, BuildVersions, CallError,
+    ContainerImages, Deleted, ErrorClass, ImageInfo, ImageReference, ImageUse, Images, Page,
+    Removal,
 };
 
 /// Limiter name of EC2 Image Builder.
@@ -136,6 +137,17 @@ impl<P: Amis> Amis for Limited<P> {
     async fn delete_snapshot(&self, region: &str, snapshot_id: &str) -> Result<Removal, CallError> {
         let call = self.inner.delete_snapshot(region, snapshot_id);
         self.limits.run(EC2, region, call).await
+    }
+}
+
+impl<P: BuildVersions> BuildVersions for Limited<P> {
+    async fn list_build_versions(
+        &self,
+        region: &str,
+        next_token: Option<String>,
+    ) -> Result<Page<BuildVersionSummary>, CallError> {
+        let call = self.inner.list_build_versions(region, next_token);
+        self.limits.run(IMAGEBUILDER, region, call).await
     }
 }
 

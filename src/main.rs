@@ -1,6 +1,6 @@
 //! The Lambda binary: init tracing, read configuration once, build the clients once, run.
 
-use imagebuilder_reaper::aws::{self, imagebuilder::ImageBuilder, sqs::SqsDeadLetters};
+use imagebuilder_reaper::aws::{self, imagebuilder::ImageBuilder, s3, sqs::SqsDeadLetters};
 use imagebuilder_reaper::config::Config;
 use imagebuilder_reaper::error::{report_init_error, ReaperError};
 use imagebuilder_reaper::handler::Handler;
@@ -32,7 +32,16 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         .dead_letter_queue_url
         .clone()
         .map(|url| SqsDeadLetters::new(&sdk, url));
-    let handler = Handler::new(config, images, dead_letters).with_limits(limits.clone());
+    // Retention plans: a second Image Builder adapter for the listing (clients per region are
+    // cheap handles), and S3 only when PLAN_BUCKET is set.
+    let plans = config
+        .plan_bucket
+        .is_some()
+        .then(|| s3::S3Plans::new(&sdk, s3::endpoint_overridden()));
+    let listing = Limited::new(ImageBuilder::new(&sdk), limits.clone());
+    let handler = Handler::new(config, images, dead_letters)
+        .with_limits(limits.clone())
+        .with_retention(listing, plans);
     // EC2 + ECR clients (per region, built on first use) for DELETE_OUTPUT_RESOURCES.
     #[cfg(feature = "output-resources")]
     let handler = handler.with_output_resources(

@@ -18,12 +18,13 @@ pub const NAMESPACE: &str = "ImagebuilderReaper";
 const MAX_VALUES: usize = 100;
 
 /// Per-status metric names, in report order.
-const STATUS_METRICS: [(Status, &str); 8] = [
+const STATUS_METRICS: [(Status, &str); 9] = [
     (Status::Deleted, "Deleted"),
     (Status::AlreadyDeleted, "AlreadyDeleted"),
     (Status::WouldDelete, "WouldDelete"),
     (Status::Protected, "Protected"),
     (Status::InUse, "InUse"),
+    (Status::SkippedPlanDrift, "SkippedPlanDrift"),
     (Status::Rejected, "Rejected"),
     (Status::Failed, "Failed"),
     (Status::NotAttempted, "NotAttempted"),

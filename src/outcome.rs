@@ -21,6 +21,8 @@ pub enum Status {
     Protected,
     /// An output AMI is still in use: kept, like `protected`.
     InUse,
+    /// A retention plan's build changed since the plan was made: left alone.
+    SkippedPlanDrift,
     Rejected,
     Failed,
     NotAttempted,
@@ -35,6 +37,7 @@ impl Status {
             Status::WouldDelete => "wouldDelete",
             Status::Protected => "protected",
             Status::InUse => "inUse",
+            Status::SkippedPlanDrift => "skippedPlanDrift",
             Status::Rejected => "rejected",
             Status::Failed => "failed",
             Status::NotAttempted => "notAttempted",
@@ -50,6 +53,7 @@ impl Status {
                 | Status::WouldDelete
                 | Status::Protected
                 | Status::InUse
+                | Status::SkippedPlanDrift
         )
     }
 
@@ -67,7 +71,7 @@ impl Status {
 /// What an outcome still needs (the rows of the routing table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Need {
-    /// Deleted, already gone, would be deleted, protected, or in use.
+    /// Deleted, already gone, would be deleted, protected, in use, or skipped for plan drift.
     Nothing,
     /// Permanent failure or rejection: retrying cannot help.
     DeadLetter,

@@ -4,7 +4,7 @@
 //! in-memory fakes. Adapters classify their errors into [`CallError`] (the engine never sees
 //! an SDK type), so retry decisions are made on [`ErrorClass`], not on strings.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 
 use std::fmt;
@@ -91,6 +91,10 @@ pub struct Deleted {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ImageInfo {
     pub tags: HashMap<String, String>,
+    /// `image.state.status` (a retention plan's drift check compares it).
+    pub status: Option<String>,
+    /// `image.dateCreated`, as the service returns it (the drift check compares the instant).
+    pub date_created: Option<String>,
     /// `image.outputResources`: the AMIs and container images DeleteImage leaves behind.
     pub output_resources: OutputResources,
     pub request_id: Option<String>,
@@ -108,6 +112,56 @@ pub trait Images: Send + Sync {
         &self,
         arn: &ImageArn,
     ) -> impl Future<Output = Result<ImageInfo, CallError>> + Send;
+}
+
+/// One page of a paginated listing.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// The token of the next page; `None` on the last page.
+    pub next_token: Option<String>,
+}
+
+/// One image build version as ListImageBuildVersions lists it (`ImageSummary`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BuildVersionSummary {
+    pub arn: String,
+    pub name: String,
+    /// As listed (the service says `x.y.z/build`).
+    pub version: String,
+    /// `state.status`; empty when the service did not say.
+    pub status: String,
+    /// `dateCreated` exactly as listed; empty when the service did not say.
+    pub date_created: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The account's image build versions, region by region (ListImageBuildVersions without an
+/// image version ARN: every build version the account owns in that region).
+pub trait BuildVersions: Send + Sync {
+    /// One page of `region`'s build versions, starting at `next_token`.
+    fn list_build_versions(
+        &self,
+        region: &str,
+        next_token: Option<String>,
+    ) -> impl Future<Output = Result<Page<BuildVersionSummary>, CallError>> + Send;
+}
+
+/// Where retention plans are kept (S3 objects).
+pub trait PlanStore: Send + Sync {
+    /// Writes `body` (JSON) at `bucket`/`key`.
+    fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Result<(), CallError>> + Send;
+    /// Reads `bucket`/`key`; a missing object is an `Err` of class [`ErrorClass::NotFound`].
+    fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Vec<u8>, CallError>> + Send;
 }
 
 /// One dead-letter message, ready to send.
@@ -304,9 +358,10 @@ pub trait ContainerImages: Send + Sync {
 
 // ---- Null adapters ------------------------------------------------------------------------
 
-/// Ports of a function built or wired without EC2/ECR: every call fails permanently with
-/// [`Unavailable::CODE`]. Configuration refuses any mode but `none` in a build without the
-/// `output-resources` feature, so these are reached only by a miswired handler.
+/// Ports of a function built or wired without EC2/ECR (every call fails permanently with
+/// [`Unavailable::CODE`]; configuration refuses any mode but `none` in a build without the
+/// `output-resources` feature, so these are reached only by a miswired handler), or without
+/// the retention plan listing and store ([`Unavailable::PLANS_CODE`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Unavailable;
 
@@ -341,6 +396,36 @@ impl ImageUse for Unavailable {
     }
     async fn usage(&self, _: &str, _: &[String]) -> Result<Vec<AmiUsage>, CallError> {
         Err(Self::error())
+    }
+}
+
+impl Unavailable {
+    /// The error code of a retention call on a miswired handler.
+    pub const PLANS_CODE: &'static str = "RetentionPlansUnavailable";
+    fn plans_error() -> CallError {
+        CallError::permanent(
+            Self::PLANS_CODE,
+            "this function has no Image Builder listing or S3 client for retention plans",
+        )
+    }
+}
+
+impl BuildVersions for Unavailable {
+    async fn list_build_versions(
+        &self,
+        _: &str,
+        _: Option<String>,
+    ) -> Result<Page<BuildVersionSummary>, CallError> {
+        Err(Self::plans_error())
+    }
+}
+
+impl PlanStore for Unavailable {
+    async fn put(&self, _: &str, _: &str, _: Vec<u8>) -> Result<(), CallError> {
+        Err(Self::plans_error())
+    }
+    async fn get(&self, _: &str, _: &str) -> Result<Vec<u8>, CallError> {
+        Err(Self::plans_error())
     }
 }
 

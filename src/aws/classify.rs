@@ -9,7 +9,10 @@ use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_imagebuilder::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_imagebuilder::operation::delete_image::DeleteImageError;
 use aws_sdk_imagebuilder::operation::get_image::GetImageError;
+use aws_sdk_imagebuilder::operation::list_image_build_versions::ListImageBuildVersionsError;
 use aws_sdk_imagebuilder::operation::RequestId;
+use aws_sdk_s3::operation::get_object::GetObjectError;
+use aws_sdk_s3::operation::put_object::PutObjectError;
 use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchError;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
@@ -54,6 +57,44 @@ impl ModelledClass for GetImageError {
             }
             _ => None,
         }
+    }
+}
+
+impl ModelledClass for ListImageBuildVersionsError {
+    fn modelled_class(&self) -> Option<ErrorClass> {
+        use ListImageBuildVersionsError as E;
+        match self {
+            E::CallRateLimitExceededException(_)
+            | E::ServiceException(_)
+            | E::ServiceUnavailableException(_) => Some(ErrorClass::Retryable),
+            // A refused pagination token cannot get better by sending it again.
+            E::ClientException(_)
+            | E::ForbiddenException(_)
+            | E::InvalidPaginationTokenException(_)
+            | E::InvalidRequestException(_) => Some(ErrorClass::Permanent),
+            _ => None,
+        }
+    }
+}
+
+impl ModelledClass for GetObjectError {
+    fn modelled_class(&self) -> Option<ErrorClass> {
+        match self {
+            // The plan object is gone (expired by the bucket's lifecycle, or never written).
+            GetObjectError::NoSuchKey(_) => Some(ErrorClass::NotFound),
+            // An archived object cannot be read until restored: a human must act.
+            GetObjectError::InvalidObjectState(_) => Some(ErrorClass::Permanent),
+            // S3 reports throttling as `SlowDown` / 503 and other errors by code and status.
+            _ => None,
+        }
+    }
+}
+
+impl ModelledClass for PutObjectError {
+    fn modelled_class(&self) -> Option<ErrorClass> {
+        // PutObject's modelled errors concern conditional writes and encryption settings we
+        // never send; everything is decided by code and HTTP status.
+        None
     }
 }
 

@@ -1,4 +1,4 @@
-//! EC2 Image Builder adapter ([`Images`] over the SDK).
+//! EC2 Image Builder adapter ([`Images`] and [`BuildVersions`] over the SDK).
 //!
 //! One client per region, built lazily from the shared [`SdkConfig`] and cached for the
 //! life of the process (so connections are reused across invocations); each ARN is sent
@@ -11,7 +11,9 @@ use aws_sdk_imagebuilder::Client;
 use super::classify::classify;
 use super::RegionalClients;
 use crate::arn::ImageArn;
-use crate::ports::{CallError, Deleted, ImageInfo, Images};
+use crate::ports::{
+    BuildVersionSummary, BuildVersions, CallError, Deleted, ImageInfo, Images, Page,
+};
 use crate::ports::{OutputAmi, OutputContainer, OutputResources};
 
 /// [`Images`] backed by the AWS SDK.
@@ -66,7 +68,13 @@ impl Images for ImageBuilder {
             .send()
             .await
             .map_err(|e| classify(&e))?;
+        let image = out.image();
         Ok(ImageInfo {
+            status: image
+                .and_then(|i| i.state())
+                .and_then(|s| s.status())
+                .map(|s| s.as_str().to_string()),
+            date_created: image.and_then(|i| i.date_created()).map(str::to_string),
             tags: out
                 .image()
                 .and_then(|i| i.tags())
@@ -82,6 +90,53 @@ impl Images for ImageBuilder {
                 .or_else(|| RequestId::request_id(&out))
                 .map(str::to_string),
         })
+    }
+}
+
+/// The largest page ListImageBuildVersions serves.
+const LIST_PAGE_SIZE: i32 = 25;
+
+impl BuildVersions for ImageBuilder {
+    /// Without `imageVersionArn` (optional in the service model and in the SDK) the call lists
+    /// every build version the account owns in the region, so one paginated call per region
+    /// replaces ListImages followed by one listing per image version.
+    async fn list_build_versions(
+        &self,
+        region: &str,
+        next_token: Option<String>,
+    ) -> Result<Page<BuildVersionSummary>, CallError> {
+        let out = self
+            .client(region)
+            .list_image_build_versions()
+            .max_results(LIST_PAGE_SIZE)
+            .set_next_token(next_token)
+            .send()
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(Page {
+            items: out.image_summary_list().iter().map(summary).collect(),
+            // An empty token would restart the listing: it means "no more pages" too.
+            next_token: out
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string),
+        })
+    }
+}
+
+/// One `ImageSummary` in the SDK's types → the port's.
+fn summary(s: &aws_sdk_imagebuilder::types::ImageSummary) -> BuildVersionSummary {
+    let text = |v: Option<&str>| v.unwrap_or_default().to_string();
+    BuildVersionSummary {
+        arn: text(s.arn()),
+        name: text(s.name()),
+        version: text(s.version()),
+        status: text(s.state().and_then(|st| st.status()).map(|st| st.as_str())),
+        date_created: text(s.date_created()),
+        tags: s
+            .tags()
+            .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default(),
     }
 }
 

@@ -13,6 +13,7 @@ pub mod ec2;
 #[cfg(feature = "output-resources")]
 pub mod ecr;
 pub mod imagebuilder;
+pub mod s3;
 pub mod sqs;
 
 use std::collections::HashMap;

@@ -22,6 +22,7 @@ fn candidate(arn: String) -> Item {
     Item::Candidate {
         arn,
         options: ItemOptions::default(),
+        plan: None,
     }
 }
 

@@ -975,13 +975,15 @@ async fn undecodable_invocations_fail_with_invalid_event() {
 }
 
 #[test]
-fn error_types_are_the_three_stable_names() {
+fn error_types_are_the_stable_names() {
     assert_eq!(
         ERROR_TYPES,
         [
             "InvalidEvent",
             "DeadLetterQueueUnavailable",
-            "ConfigurationError"
+            "ConfigurationError",
+            "ListingFailed",
+            "PlanStoreUnavailable"
         ]
     );
     let e = ReaperError::from(

@@ -13,6 +13,9 @@
 //!   an SQS stub.
 //! - [`e2e`] and [`e2e_output_resources`]: the real binary under an in-process Lambda
 //!   Runtime API, against moto and the Image Builder emulator.
+//! - [`retention`]: retention plans, wired: plan requests over the listing and the plan
+//!   store, executions with their drift check, in memory and end to end (seeded history,
+//!   moto S3).
 //! - [`statemachine`]: the bulk-delete state machine against the function's error contract.
 //!
 //! [`support`] holds what they share: constants, fixtures, fakes, the in-memory harness
@@ -31,5 +34,6 @@ mod hardening;
 mod in_use_guard;
 mod limits;
 mod output_resources;
+mod retention;
 mod statemachine;
 mod support;

@@ -1,4 +1,4 @@
-//! The bulk-delete state machine (statemachine/bulk-delete.asl.json) against the function's
+//! The bulk-delete and retention state machines (statemachine/*.asl.json) against the function's
 //! error contract (: the `errorType` names Step Functions `Retry` / `Catch` match) and
 //! against the SAM template that deploys it. Offline, no AWS: JSON and plain text only
 //! (asl-validator and cfn-lint run in scripts/check-template).
@@ -427,4 +427,120 @@ fn template_routes_async_failures_to_a_queue_of_their_own_and_alarms_on_losses()
             "template.yaml has no alarm with {metric}"
         );
     }
+}
+
+// ---- the retention state machine ------------------------------------------------------------
+
+const RETENTION_ASL_PATH: &str = "statemachine/retention.asl.json";
+
+fn retention_asl() -> Value {
+    serde_json::from_str(&repo_file(RETENTION_ASL_PATH))
+        .unwrap_or_else(|e| panic!("{RETENTION_ASL_PATH} is not valid JSON: {e}"))
+}
+
+#[test]
+fn retention_matches_only_service_errors_and_the_functions_error_types() {
+    // GIVEN every Retry / Catch of the retention state machine
+    let m = matchers(&retention_asl());
+    assert!(
+        !m.is_empty(),
+        "{RETENTION_ASL_PATH} has no Retry/Catch at all"
+    );
+    // THEN each name is a Lambda.* / States.* error or one the function returns
+    for matcher in &m {
+        for name in &matcher.names {
+            let ok = name.starts_with("Lambda.")
+                || name.starts_with("States.")
+                || ERROR_TYPES.contains(&name.as_str());
+            assert!(
+                ok,
+                "{}.{} matches {name:?}, which is neither a Lambda.*/States.* service error nor \
+                 one of the function's error types {ERROR_TYPES:?}",
+                matcher.state, matcher.kind
+            );
+        }
+    }
+}
+
+#[test]
+fn retention_retries_what_the_function_says_is_worth_retrying() {
+    let machine = retention_asl();
+    let tasks: std::collections::BTreeMap<String, Value> =
+        lambda_tasks(&machine).into_iter().collect();
+    // GIVEN the plan task and the batch task
+    let plan = &tasks["MakePlan"];
+    let batch = &tasks["DeletePlanBatch"];
+    // THEN a failed listing or plan bucket is retried when planning
+    let retried = names_in(plan, "Retry");
+    assert!(retried.contains("ListingFailed") && retried.contains("PlanStoreUnavailable"));
+    // AND a batch retries an unavailable DLQ and plan bucket, never InvalidEvent (an expired
+    // plan stays expired)
+    let retried = names_in(batch, "Retry");
+    assert!(retried.contains("DeadLetterQueueUnavailable"));
+    assert!(retried.contains("PlanStoreUnavailable"));
+    assert!(!retried.contains("InvalidEvent") && !retried.contains("States.ALL"));
+}
+
+#[test]
+fn retention_approval_waits_for_a_token_and_can_be_skipped() {
+    let machine = retention_asl();
+    let states = &machine["States"];
+    // GIVEN the approval task
+    let approval = &states["RequestApproval"];
+    assert!(approval["Resource"]
+        .as_str()
+        .unwrap()
+        .ends_with(":states:::sns:publish.waitForTaskToken"));
+    let message = approval["Arguments"]["Message"].as_str().unwrap();
+    assert!(message.contains("$states.context.Task.Token") && message.contains("planId"));
+    // AND it gives up before the plan's 24 hours are over
+    assert!(approval["TimeoutSeconds"].as_u64().unwrap() < 24 * 3600);
+    // THEN a Choice leads to it or straight to the Map, and nothing but approval leads on
+    let choice = serde_json::to_string(&states["AnythingToDelete"]).unwrap();
+    assert!(choice.contains("RequestApproval") && choice.contains("ExecutePlan"));
+    assert_eq!(states["Approved"]["Default"], "PlanRejected");
+    // AND the Map reads the plan's items from the plan bucket
+    let reader = &states["ExecutePlan"]["ItemReader"];
+    assert_eq!(reader["Arguments"]["Bucket"], "${PlanBucketName}");
+    let key = reader["Arguments"]["Key"].as_str().unwrap();
+    assert!(
+        key.contains("'plans/'") && key.contains("'/items.json'"),
+        "{key}"
+    );
+}
+
+#[test]
+fn template_deploys_the_retention_definition_with_every_substitution() {
+    let template = repo_file("template.yaml");
+    let lines: Vec<&str> = template.lines().collect();
+    // GIVEN the state machine that deploys the retention ASL
+    let at = lines
+        .iter()
+        .position(|l| l.trim() == format!("DefinitionUri: {RETENTION_ASL_PATH}"))
+        .expect("template.yaml does not deploy the retention ASL");
+    let start = at
+        + lines[at..]
+            .iter()
+            .position(|l| l.trim() == "DefinitionSubstitutions:")
+            .expect("no DefinitionSubstitutions after the retention DefinitionUri");
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let base = indent(lines[start]);
+    let keys: BTreeSet<String> = lines[start + 1..]
+        .iter()
+        .take_while(|l| l.trim().is_empty() || indent(l) > base)
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.trim().split_once(':').map(|(k, _)| k.to_string()))
+        .collect();
+    // THEN its substitutions are exactly the ASL's placeholders
+    let text = repo_file(RETENTION_ASL_PATH);
+    let used: BTreeSet<String> = text
+        .split("${")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('}').map(|(k, _)| k.to_string()))
+        .collect();
+    assert_eq!(used, keys);
+    // AND the function is told where plans live, and a disabled schedule can start the run
+    assert!(template.contains("PLAN_BUCKET: !Ref PlanBucket"));
+    assert!(template.contains("Type: AWS::Scheduler::Schedule"));
+    assert!(template.contains("Default: DISABLED\n    AllowedValues: [ENABLED, DISABLED]\n    Description: The schedule that starts the retention state machine."));
 }

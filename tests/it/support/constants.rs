@@ -30,6 +30,7 @@ pub const STATUSES: &[&str] = &[
     "alreadyDeleted",
     "wouldDelete",
     "protected",
+    "skippedPlanDrift",
     "rejected",
     "failed",
     "notAttempted",

@@ -10,18 +10,22 @@
 //! - [`FakeEc2`] and [`FakeEcr`]: AMIs, snapshots and container images as the real services
 //!   keep them.
 //!
+//! - [`FakeBuildVersions`] (ListImageBuildVersions) and [`FakePlanStore`] (the S3 plan
+//!   bucket): retention plans.
+//!
 //! Image Builder, EC2 and ECR write to one ordered [`CallLog`], so tests can check the
 //! order of calls across services (DeleteImage last).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use imagebuilder_reaper::arn::ImageArn;
 use imagebuilder_reaper::ports::{
-    AmiDescription, Amis, CallError, ContainerImages, DeadLetterMessage, DeadLetterSink, Deleted,
-    ErrorClass, ImageInfo, Images, Removal,
+    AmiDescription, Amis, BuildVersionSummary, BuildVersions, CallError, ContainerImages,
+    DeadLetterMessage, DeadLetterSink, Deleted, ErrorClass, ImageInfo, Images, Page, PlanStore,
+    Removal,
 };
 use imagebuilder_reaper::ports::{
     AmiReference, AmiUsage, ImageReference, ImageUse, OutputResources,
@@ -72,6 +76,8 @@ struct ImagesInner {
     /// (operation, arn) → replies, consumed in order; the last one repeats.
     scripts: Mutex<HashMap<(&'static str, String), VecDeque<Reply>>>,
     tags: Mutex<HashMap<String, HashMap<String, String>>>,
+    /// GetImage `state.status` and `dateCreated` per ARN.
+    states: Mutex<HashMap<String, (String, String)>>,
     /// GetImage `outputResources` per ARN.
     outputs: Mutex<HashMap<String, OutputResources>>,
     deleted: Mutex<HashSet<String>>,
@@ -124,6 +130,14 @@ impl FakeImages {
         self
     }
     /// What GetImage reports as `outputResources` for `arn`.
+    /// GetImage's `state.status` and `dateCreated` for `arn`.
+    pub fn state(&self, arn: &str, status: &str, date_created: &str) -> &Self {
+        self.0.states.lock().unwrap().insert(
+            arn.to_string(),
+            (status.to_string(), date_created.to_string()),
+        );
+        self
+    }
     pub fn output_resources(&self, arn: &str, r: OutputResources) -> &Self {
         self.0.outputs.lock().unwrap().insert(arn.to_string(), r);
         self
@@ -224,7 +238,10 @@ impl Images for FakeImages {
 
     async fn get_image(&self, arn: &ImageArn) -> Result<ImageInfo, CallError> {
         self.call("GetImage", arn).await?;
+        let state = self.0.states.lock().unwrap().get(arn.as_str()).cloned();
         Ok(ImageInfo {
+            status: state.as_ref().map(|s| s.0.clone()),
+            date_created: state.map(|s| s.1),
             tags: self
                 .0
                 .tags
@@ -704,5 +721,121 @@ impl ContainerImages for FakeEcr {
                 }
             })
             .collect())
+    }
+}
+
+// ---- Retention plans ------------------------------------------------------------------------
+
+/// A listing call: (region, nextToken).
+type ListCall = (String, Option<String>);
+/// A stored object's address: (bucket, key).
+type ObjectKey = (String, String);
+
+/// ListImageBuildVersions over a fixed set of builds per region, `page_size` per page, with a
+/// log of the regions and tokens asked for. A region can be made to fail.
+#[derive(Clone, Default)]
+pub struct FakeBuildVersions {
+    builds: Arc<Mutex<BTreeMap<String, Vec<BuildVersionSummary>>>>,
+    failing: Arc<Mutex<HashSet<String>>>,
+    calls: Arc<Mutex<Vec<ListCall>>>,
+    page_size: usize,
+}
+
+impl FakeBuildVersions {
+    pub fn new(page_size: usize) -> Self {
+        FakeBuildVersions {
+            page_size: page_size.max(1),
+            ..Default::default()
+        }
+    }
+    /// Adds a build listed in `region`.
+    pub fn add(&self, region: &str, summary: BuildVersionSummary) -> &Self {
+        let mut builds = self.builds.lock().unwrap();
+        builds.entry(region.to_string()).or_default().push(summary);
+        self
+    }
+    /// Every call in `region` fails permanently.
+    pub fn fail(&self, region: &str) -> &Self {
+        self.failing.lock().unwrap().insert(region.to_string());
+        self
+    }
+    /// Every call: (region, nextToken).
+    pub fn calls(&self) -> Vec<ListCall> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+impl BuildVersions for FakeBuildVersions {
+    async fn list_build_versions(
+        &self,
+        region: &str,
+        next_token: Option<String>,
+    ) -> Result<Page<BuildVersionSummary>, CallError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push((region.to_string(), next_token.clone()));
+        if self.failing.lock().unwrap().contains(region) {
+            return Err(CallError::permanent("AccessDeniedException", "denied"));
+        }
+        let start: usize = next_token.map_or(0, |t| t.parse().unwrap_or(0));
+        let builds = self.builds.lock().unwrap();
+        let all = builds.get(region).map(Vec::as_slice).unwrap_or_default();
+        let end = (start + self.page_size).min(all.len());
+        Ok(Page {
+            items: all.get(start..end).unwrap_or_default().to_vec(),
+            next_token: (end < all.len()).then(|| end.to_string()),
+        })
+    }
+}
+
+/// The plan bucket in memory: objects by (bucket, key), and a log of every call.
+#[derive(Clone, Default)]
+pub struct FakePlanStore {
+    objects: Arc<Mutex<BTreeMap<ObjectKey, Vec<u8>>>>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakePlanStore {
+    /// The object at `bucket`/`key`, as JSON.
+    pub fn json(&self, bucket: &str, key: &str) -> Option<Value> {
+        let objects = self.objects.lock().unwrap();
+        let bytes = objects.get(&(bucket.to_string(), key.to_string()))?;
+        serde_json::from_slice(bytes).ok()
+    }
+    /// Writes an object as a test fixture (not logged).
+    pub fn insert(&self, bucket: &str, key: &str, body: &Value) {
+        let mut objects = self.objects.lock().unwrap();
+        objects.insert(
+            (bucket.to_string(), key.to_string()),
+            body.to_string().into_bytes(),
+        );
+    }
+    /// Every call, as `"<Operation> <bucket>/<key>"`, in order.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl PlanStore for FakePlanStore {
+    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), CallError> {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("PutObject {bucket}/{key}"));
+        let mut objects = self.objects.lock().unwrap();
+        objects.insert((bucket.to_string(), key.to_string()), body);
+        Ok(())
+    }
+    async fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, CallError> {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("GetObject {bucket}/{key}"));
+        let objects = self.objects.lock().unwrap();
+        objects
+            .get(&(bucket.to_string(), key.to_string()))
+            .cloned()
+            .ok_or_else(|| CallError::not_found("NoSuchKey", "The specified key does not exist."))
     }
 }

@@ -100,6 +100,15 @@ impl Moto {
         aws_sdk_sqs::Client::new(&self.sdk_config(REGION))
     }
 
+    /// An S3 client for this moto, in the function's region (path-style: moto has no
+    /// per-bucket host names).
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        let conf = aws_sdk_s3::config::Builder::from(&self.sdk_config(REGION))
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
     /// The crate's own thin EC2 Query client for this moto (each call names its region):
     /// seeding and checking go through the client the function uses.
     #[cfg(feature = "output-resources")]
