@@ -46,6 +46,21 @@ pub struct Config {
     /// `REQUIRE_COMPLETE_CLEANUP`: output resources left behind on purpose (another account,
     /// a snapshot in use) block DeleteImage too.
     pub require_complete_cleanup: bool,
+    /// Who reads the outcome (not configurable by environment; the binary's face decides).
+    pub caller: Caller,
+}
+
+/// Who reads an invocation's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Caller {
+    /// The Lambda service: an EMF metrics record on stdout, and items outside SQS that could
+    /// not be dead-lettered fail the invocation (`DeadLetterQueueUnavailable`) so the caller
+    /// retries.
+    #[default]
+    Lambda,
+    /// An operator at the command line: no metrics record (stdout is the operator's), and
+    /// what could not be dead-lettered stays in the report, marked handed back.
+    Operator,
 }
 
 /// Which accounts' images may be deleted.
@@ -87,6 +102,7 @@ impl Default for Config {
             report_budget_bytes: DEFAULT_REPORT_BUDGET_BYTES,
             delete_output_resources: Mode::None,
             require_complete_cleanup: false,
+            caller: Caller::Lambda,
         }
     }
 }
@@ -149,6 +165,7 @@ impl Config {
                 .map(|v| parse_bool("REQUIRE_COMPLETE_CLEANUP", &v))
                 .transpose()?
                 .unwrap_or(d.require_complete_cleanup),
+            caller: d.caller,
         })
     }
 

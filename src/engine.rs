@@ -25,7 +25,7 @@ use crate::outcome::{
 };
 use crate::output_resources::mode::Mode;
 use crate::output_resources::run::Cleaners;
-use crate::ports::{Amis, ContainerImages, DeadLetterSink, Images};
+use crate::ports::{Amis, ContainerImages, DeadLetterSink, Images, Progress};
 use crate::retry::{Deadlines, RetryPolicy, DEAD_LETTER_CALLS_IN_FLIGHT};
 
 /// Error code of an item not processed because an earlier record of its FIFO group is
@@ -72,6 +72,7 @@ pub struct Engine<'a, I, D, A, C> {
     images: &'a I,
     dead_letters: Option<&'a D>,
     cleaners: &'a Cleaners<A, C>,
+    progress: Option<&'a dyn Progress>,
 }
 
 impl<'a, I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Engine<'a, I, D, A, C> {
@@ -87,7 +88,14 @@ impl<'a, I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Engine<'a, I
             images,
             dead_letters,
             cleaners,
+            progress: None,
         }
+    }
+
+    /// Tells `progress` the number of distinct ARNs, then each one as it is decided.
+    pub fn with_progress(mut self, progress: &'a dyn Progress) -> Self {
+        self.progress = Some(progress);
+        self
     }
 
     /// Builds the batch, then runs it wave by wave. Never fails: every item ends in
@@ -106,6 +114,9 @@ impl<'a, I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Engine<'a, I
             window: deadlines.calls(),
             deadline_margin: self.config.deadline_margin,
         };
+        if let Some(p) = self.progress {
+            p.start(batch.tasks.len());
+        }
         let mut run = Run::new(&batch);
         for wave in 0.. {
             let units = run.wave(wave);
@@ -149,6 +160,11 @@ impl<'a, I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Engine<'a, I
                 )
             })
             .buffer_unordered(self.config.max_concurrency.max(1))
+            .inspect(|_| {
+                if let Some(p) = self.progress {
+                    p.decided();
+                }
+            })
             .collect()
             .await;
         for (t, d) in decided {

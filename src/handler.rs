@@ -9,7 +9,12 @@ use lambda_runtime::LambdaEvent;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::config::{self, Config};
+use aws_config::SdkConfig;
+
+#[cfg(feature = "output-resources")]
+use crate::aws;
+use crate::aws::{imagebuilder::ImageBuilder, sqs::SqsDeadLetters};
+use crate::config::{self, Caller, Config};
 use crate::engine::{Engine, Execution, Invocation, NotDeadLettered};
 use crate::error::ReaperError;
 use crate::event::{self, Decoded, InvocationKind};
@@ -17,7 +22,7 @@ use crate::metrics;
 use crate::outcome::{ResultRecord, Subject};
 use crate::output_resources::mode::Mode;
 use crate::output_resources::run::Cleaners;
-use crate::ports::{Amis, ContainerImages, DeadLetterSink, Images, Unavailable};
+use crate::ports::{Amis, ContainerImages, DeadLetterSink, Images, Progress, Unavailable};
 use crate::report::Report;
 
 /// How many not-dead-lettered items the `DeadLetterQueueUnavailable` message lists by name.
@@ -82,34 +87,50 @@ impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Handler<I, D, A,
         Ok(report.to_raw_json(self.config.report_budget_bytes))
     }
 
-    /// Handles one event. `Err` only for `InvalidEvent` (nothing decodable) and
+    /// Handles one event. `Err` only for `InvalidEvent` (nothing decodable),
     /// `DeadLetterQueueUnavailable` (EventBridge / direct / Step Functions items that had to
-    /// be dead-lettered and could not be).
+    /// be dead-lettered and could not be; never for [`Caller::Operator`]) and refused
+    /// credentials.
     pub async fn handle(
         &self,
         event: &Value,
         invocation: &Invocation,
     ) -> Result<Report, ReaperError> {
+        self.handle_observed(event, invocation, None).await
+    }
+
+    /// [`Handler::handle`], telling `progress` (when given) how the ARNs are decided.
+    pub async fn handle_observed(
+        &self,
+        event: &Value,
+        invocation: &Invocation,
+        progress: Option<&dyn Progress>,
+    ) -> Result<Report, ReaperError> {
         let (decoded, output_mode) = self.decode(event).inspect_err(|e| {
             tracing::error!(errorType = e.error_type(), error = %e, "invocation rejected");
         })?;
-        let engine = Engine::new(
+        let mut engine = Engine::new(
             &self.config,
             &self.images,
             self.dead_letters.as_ref(),
             &self.output,
         );
+        if let Some(p) = progress {
+            engine = engine.with_progress(p);
+        }
         let exec = engine.run(&decoded, invocation, output_mode).await;
         log_outcomes(&exec.records);
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        // EMF must be a line of its own on stdout, whatever the log format.
-        println!(
-            "{}",
-            metrics::emf_record(&exec, self.config.function_name.as_deref(), now_ms)
-        );
-        conclude(&exec)
+        if self.config.caller == Caller::Lambda {
+            let now_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            // EMF must be a line of its own on stdout, whatever the log format.
+            println!(
+                "{}",
+                metrics::emf_record(&exec, self.config.function_name.as_deref(), now_ms)
+            );
+        }
+        conclude(&exec, self.config.caller)
     }
 
     /// The decoded event and this invocation's output-resource mode; a bad per-invocation
@@ -129,9 +150,31 @@ impl<I: Images, D: DeadLetterSink, A: Amis, C: ContainerImages> Handler<I, D, A,
     }
 }
 
+/// The handler on AWS: the SDK-backed ports, as the Lambda and the operator CLI both run it.
+#[cfg(feature = "output-resources")]
+pub type AwsHandler = Handler<ImageBuilder, SqsDeadLetters, aws::ec2::Ec2, aws::ecr::Ecr>;
+/// The handler on AWS: the SDK-backed ports, as the Lambda and the operator CLI both run it.
+#[cfg(not(feature = "output-resources"))]
+pub type AwsHandler = Handler<ImageBuilder, SqsDeadLetters>;
+
+/// Builds the [`AwsHandler`] from the configuration and the shared SDK configuration. No
+/// client is built (and nothing is resolved) before the first call.
+pub fn aws_handler(config: Config, sdk: &SdkConfig) -> AwsHandler {
+    let images = ImageBuilder::new(sdk);
+    let dead_letters = config
+        .dead_letter_queue_url
+        .clone()
+        .map(|url| SqsDeadLetters::new(sdk, url));
+    let handler = Handler::new(config, images, dead_letters);
+    // EC2 + ECR clients (per region, built on first use) for DELETE_OUTPUT_RESOURCES.
+    #[cfg(feature = "output-resources")]
+    let handler = handler.with_output_resources(aws::ec2::Ec2::new(sdk), aws::ecr::Ecr::new(sdk));
+    handler
+}
+
 /// The report, or `DeadLetterQueueUnavailable` when items outside SQS that had to be
-/// dead-lettered could not be.
-fn conclude(exec: &Execution) -> Result<Report, ReaperError> {
+/// dead-lettered could not be and the caller is Lambda (an operator reads them in the report).
+fn conclude(exec: &Execution, caller: Caller) -> Result<Report, ReaperError> {
     let sqs = matches!(exec.kind, InvocationKind::Sqs { .. });
     if let Some(rec) = exec
         .records
@@ -147,7 +190,7 @@ fn conclude(exec: &Execution) -> Result<Report, ReaperError> {
         tracing::error!(errorType = err.error_type(), error = %err, "invocation failed");
         return Err(err);
     }
-    if !sqs && !exec.not_dead_lettered.is_empty() {
+    if !sqs && caller == Caller::Lambda && !exec.not_dead_lettered.is_empty() {
         let err = dead_letter_queue_unavailable(exec);
         tracing::error!(errorType = "DeadLetterQueueUnavailable", error = %err, "invocation failed");
         return Err(err);

@@ -6,10 +6,12 @@
 //! [`ports`] holds the narrow traits the engine talks through; [`aws`] holds one SDK-backed
 //! adapter per AWS service; [`config`], [`error`] and [`metrics`] are the edges.
 //! [`retention`] is the pure core of retention plans (selection rules, plan documents).
+//! [`cli`] is the operator's face of the same handler: the binary outside Lambda.
 
 pub mod arn;
 pub mod aws;
 pub mod batch;
+pub mod cli;
 pub mod config;
 pub mod deadletter;
 pub mod delete;

@@ -11,6 +11,7 @@ use aws_sdk_imagebuilder::operation::delete_image::DeleteImageError;
 use aws_sdk_imagebuilder::operation::get_image::GetImageError;
 use aws_sdk_imagebuilder::operation::RequestId;
 use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchError;
+use aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityError;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 
@@ -52,6 +53,13 @@ impl ModelledClass for GetImageError {
             }
             _ => None,
         }
+    }
+}
+
+impl ModelledClass for GetCallerIdentityError {
+    /// GetCallerIdentity models no errors: its code and HTTP status decide.
+    fn modelled_class(&self) -> Option<ErrorClass> {
+        None
     }
 }
 
