@@ -16,6 +16,7 @@
 
 mod adapters;
 mod architecture;
+mod cli;
 mod decode;
 mod e2e;
 #[cfg(feature = "output-resources")]
