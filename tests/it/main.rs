@@ -10,6 +10,8 @@
 //! - [`e2e`] and [`e2e_output_resources`]: the real binary under an in-process Lambda
 //!   Runtime API, against moto and the Image Builder emulator.
 //! - [`statemachine`]: the bulk-delete state machine against the function's error contract.
+//! - [`cli`] and [`cli_plan`]: the binary as the operator CLI (no Runtime API): arguments,
+//!   exit codes, the confirmation and progress bar on a pseudo-terminal, `plan` / `apply`.
 //!
 //! [`support`] holds what they share: constants, fixtures, fakes, the in-memory harness
 //! and the end-to-end world.
@@ -17,6 +19,7 @@
 mod adapters;
 mod architecture;
 mod cli;
+mod cli_plan;
 mod decode;
 mod e2e;
 #[cfg(feature = "output-resources")]
