@@ -99,14 +99,13 @@ where
 /// Help and version go to standard output (exit 0); a missing subcommand prints the help
 /// (exit 2); anything else is one error line plus clap's tips (exit 2).
 fn argument_error(e: &clap::Error) -> u8 {
+    let code = argument_exit_code(e.kind());
     match e.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             let _ = e.print();
-            EXIT_OK
-        }
-        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            let _ = e.print();
-            EXIT_USAGE
+            code
         }
         _ => {
             let text = e.render().to_string();
@@ -117,8 +116,16 @@ fn argument_error(e: &clap::Error) -> u8 {
             for tip in lines.filter(|l| l.trim_start().starts_with("tip:")) {
                 eprintln!("  {}", tip.trim());
             }
-            EXIT_USAGE
+            code
         }
+    }
+}
+
+/// Help and version are answers (0); everything else clap refuses is a usage error (2).
+fn argument_exit_code(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => EXIT_OK,
+        _ => EXIT_USAGE,
     }
 }
 
@@ -429,7 +436,7 @@ mod tests {
         // GIVEN no subcommand, an unknown flag, a bad --output and --help
         let code = |args: &[&str]| match Cli::try_parse_from(args) {
             Ok(_) => 99,
-            Err(e) => argument_error(&e),
+            Err(e) => argument_exit_code(e.kind()),
         };
         assert_eq!(code(&["imagebuilder-reaper"]), EXIT_USAGE);
         assert_eq!(

@@ -50,9 +50,12 @@ async fn help_shows_an_example_for_each_command() {
     }
 }
 
+/// Arguments, extra environment, and what the error line must say.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
 #[tokio::test]
 async fn usage_and_configuration_errors_are_one_line_and_exit_2() {
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    let cases: &[Case] = &[
         (&["delete", "--bogus"], &[], "unexpected argument '--bogus'"),
         (&["delete"], &[], "name at least one ARN"),
         (

@@ -27,7 +27,15 @@ async fn plan_json_is_the_handlers_plan_and_deletes_nothing() {
     // GIVEN three builds of one image
     let (w, arns) = three_builds("cli-plan").await;
     // WHEN a plan keeps the newest one
-    let args = ["plan", "--name", "cli-plan", "--keep-newest", "1", "--output", "json"];
+    let args = [
+        "plan",
+        "--name",
+        "cli-plan",
+        "--keep-newest",
+        "1",
+        "--output",
+        "json",
+    ];
     let ran = cli::run(operator_env(&w, &[]), &args, None).await;
     // THEN exit 0, one JSON plan: the two older builds to delete, the newest kept
     assert_eq!(ran.code, Some(0), "{ran:#?}");
@@ -51,7 +59,15 @@ async fn apply_previews_then_deletes_what_the_plan_file_names() {
     let dir = tempdir();
     let file = dir.join("plan.json");
     let file_arg = file.to_str().unwrap();
-    let args = ["plan", "--name", "cli-apply", "--keep-newest", "1", "--out", file_arg];
+    let args = [
+        "plan",
+        "--name",
+        "cli-apply",
+        "--keep-newest",
+        "1",
+        "--out",
+        file_arg,
+    ];
     let made = cli::run(operator_env(&w, &[]), &args, None).await;
     assert_eq!(made.code, Some(0), "{made:#?}");
     // WHEN it is applied as a dry run off a terminal
