@@ -51,6 +51,21 @@ pub struct Config {
     /// `PLAN_BUCKET`: the S3 bucket retention plans are written to and read from; `None`:
     /// plans are only returned inline and Map items cannot be executed.
     pub plan_bucket: Option<String>,
+    /// Who reads the outcome (not configurable by environment; the binary's face decides).
+    pub caller: Caller,
+}
+
+/// Who reads an invocation's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Caller {
+    /// The Lambda service: an EMF metrics record on stdout, and items outside SQS that could
+    /// not be dead-lettered fail the invocation (`DeadLetterQueueUnavailable`) so the caller
+    /// retries.
+    #[default]
+    Lambda,
+    /// An operator at the command line: no metrics record (stdout is the operator's), and
+    /// what could not be dead-lettered stays in the report, marked handed back.
+    Operator,
 }
 
 /// Which accounts' images may be deleted.
@@ -94,6 +109,7 @@ impl Default for Config {
             require_complete_cleanup: false,
             in_use_grace_days: 7,
             plan_bucket: None,
+            caller: Caller::Lambda,
         }
     }
 }
@@ -161,6 +177,7 @@ impl Config {
                 .transpose()?
                 .map_or(d.in_use_grace_days, |n| n as u32),
             plan_bucket: get("PLAN_BUCKET").map(|v| parse_bucket(&v)).transpose()?,
+            caller: d.caller,
         })
     }
 

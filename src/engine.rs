@@ -26,7 +26,7 @@ use crate::outcome::{
 use crate::output_resources::guard::Clock;
 use crate::output_resources::mode::Mode;
 use crate::output_resources::run::Cleaners;
-use crate::ports::{Amis, ContainerImages, DeadLetterSink, ImageUse, Images};
+use crate::ports::{Amis, ContainerImages, DeadLetterSink, ImageUse, Images, Progress};
 use crate::retention::rfc3339::DAY_MS;
 use crate::retry::{Deadlines, RetryPolicy, DEAD_LETTER_CALLS_IN_FLIGHT};
 
@@ -74,6 +74,7 @@ pub struct Engine<'a, I, D, A, C> {
     images: &'a I,
     dead_letters: Option<&'a D>,
     cleaners: &'a Cleaners<A, C>,
+    progress: Option<&'a dyn Progress>,
 }
 
 impl<'a, I: Images, D: DeadLetterSink, A: Amis + ImageUse, C: ContainerImages>
@@ -91,7 +92,14 @@ impl<'a, I: Images, D: DeadLetterSink, A: Amis + ImageUse, C: ContainerImages>
             images,
             dead_letters,
             cleaners,
+            progress: None,
         }
+    }
+
+    /// Tells `progress` the number of distinct ARNs, then each one as it is decided.
+    pub fn with_progress(mut self, progress: &'a dyn Progress) -> Self {
+        self.progress = Some(progress);
+        self
     }
 
     /// Builds the batch, then runs it wave by wave. Never fails: every item ends in
@@ -116,6 +124,9 @@ impl<'a, I: Images, D: DeadLetterSink, A: Amis + ImageUse, C: ContainerImages>
                 grace_ms: i64::from(self.config.in_use_grace_days) * DAY_MS,
             },
         };
+        if let Some(p) = self.progress {
+            p.start(batch.tasks.len());
+        }
         let mut run = Run::new(&batch);
         for wave in 0.. {
             let units = run.wave(wave);
@@ -159,6 +170,11 @@ impl<'a, I: Images, D: DeadLetterSink, A: Amis + ImageUse, C: ContainerImages>
                 )
             })
             .buffer_unordered(self.config.max_concurrency.max(1))
+            .inspect(|_| {
+                if let Some(p) = self.progress {
+                    p.decided();
+                }
+            })
             .collect()
             .await;
         for (t, d) in decided {

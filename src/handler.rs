@@ -10,17 +10,25 @@ use lambda_runtime::LambdaEvent;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::config::{self, Config};
+use aws_config::SdkConfig;
+
+#[cfg(feature = "output-resources")]
+use crate::aws;
+use crate::aws::imagebuilder::ImageBuilder;
+use crate::aws::s3::{self, S3Plans};
+use crate::aws::sqs::SqsDeadLetters;
+use crate::config::{self, Caller, Config};
 use crate::engine::{Engine, Execution, Invocation, NotDeadLettered};
 use crate::error::ReaperError;
 use crate::event::{self, Decoded, InvocationKind};
-use crate::limited::CallLimits;
+use crate::limited::{CallLimits, Limited};
 use crate::metrics;
 use crate::outcome::{ResultRecord, Subject};
 use crate::output_resources::mode::Mode;
 use crate::output_resources::run::Cleaners;
 use crate::ports::{
-    Amis, BuildVersions, ContainerImages, DeadLetterSink, ImageUse, Images, PlanStore, Unavailable,
+    Amis, BuildVersions, ContainerImages, DeadLetterSink, ImageUse, Images, PlanStore, Progress,
+    Unavailable,
 };
 use crate::report::{Report, Summary};
 use crate::retention_run::{self, RunError, Settings};
@@ -191,36 +199,52 @@ where
         }
     }
 
-    /// Handles one event. `Err` only for `InvalidEvent` (nothing decodable) and
+    /// Handles one event. `Err` only for `InvalidEvent` (nothing decodable),
     /// `DeadLetterQueueUnavailable` (EventBridge / direct / Step Functions items that had to
-    /// be dead-lettered and could not be).
+    /// be dead-lettered and could not be; never for [`Caller::Operator`]) and refused
+    /// credentials.
     pub async fn handle(
         &self,
         event: &Value,
         invocation: &Invocation,
     ) -> Result<Report, ReaperError> {
+        self.handle_observed(event, invocation, None).await
+    }
+
+    /// [`Handler::handle`], telling `progress` (when given) how the ARNs are decided.
+    pub async fn handle_observed(
+        &self,
+        event: &Value,
+        invocation: &Invocation,
+        progress: Option<&dyn Progress>,
+    ) -> Result<Report, ReaperError> {
         let (decoded, output_mode) = self.decode(event, invocation).await.inspect_err(|e| {
             tracing::error!(errorType = e.error_type(), error = %e, "invocation rejected");
         })?;
-        let engine = Engine::new(
+        let mut engine = Engine::new(
             &self.config,
             &self.images,
             self.dead_letters.as_ref(),
             &self.output,
         );
+        if let Some(p) = progress {
+            engine = engine.with_progress(p);
+        }
         let exec = engine.run(&decoded, invocation, output_mode).await;
         log_outcomes(&exec.records);
-        let ctx = metrics::Context {
-            function_name: self.config.function_name.as_deref(),
-            in_flight_limit: self
-                .limits
-                .as_ref()
-                .and_then(CallLimits::min_in_flight_limit),
-            timestamp_ms: u64::try_from(now_ms()).unwrap_or(0),
-        };
-        // EMF must be a line of its own on stdout, whatever the log format.
-        println!("{}", metrics::emf_record(&exec, &ctx));
-        conclude(&exec)
+        if self.config.caller == Caller::Lambda {
+            let ctx = metrics::Context {
+                function_name: self.config.function_name.as_deref(),
+                in_flight_limit: self
+                    .limits
+                    .as_ref()
+                    .and_then(CallLimits::min_in_flight_limit),
+                timestamp_ms: u64::try_from(now_ms()).unwrap_or(0),
+            };
+            // EMF must be a line of its own on stdout, whatever the log format.
+            println!("{}", metrics::emf_record(&exec, &ctx));
+        }
+        conclude(&exec, self.config.caller)
     }
 
     /// The decoded event (a plan execution: the plan's items, each with its drift check;
@@ -289,9 +313,61 @@ fn run_error(e: RunError) -> ReaperError {
     }
 }
 
+/// The handler on AWS: the SDK-backed ports, each image service behind the limiter of its
+/// service and region, as the Lambda and the operator CLI both run it.
+#[cfg(feature = "output-resources")]
+pub type AwsHandler = Handler<
+    Limited<ImageBuilder>,
+    SqsDeadLetters,
+    Limited<aws::ec2::Ec2>,
+    Limited<aws::ecr::Ecr>,
+    Limited<ImageBuilder>,
+    S3Plans,
+>;
+/// The handler on AWS, built without the EC2/ECR clients.
+#[cfg(not(feature = "output-resources"))]
+pub type AwsHandler = Handler<
+    Limited<ImageBuilder>,
+    SqsDeadLetters,
+    Unavailable,
+    Unavailable,
+    Limited<ImageBuilder>,
+    S3Plans,
+>;
+
+/// Builds the [`AwsHandler`] from the configuration and the shared SDK configuration. No
+/// client is built (and nothing is resolved) before the first call. One set of limits per
+/// process: every image call waits for the limiter of its service and region, and the calls
+/// in flight stay within `MAX_CONCURRENCY` in total.
+pub fn aws_handler(config: Config, sdk: &SdkConfig) -> AwsHandler {
+    let limits = CallLimits::new(config.max_concurrency);
+    let images = Limited::new(ImageBuilder::new(sdk), limits.clone());
+    let dead_letters = config
+        .dead_letter_queue_url
+        .clone()
+        .map(|url| SqsDeadLetters::new(sdk, url));
+    // Retention plans: a second Image Builder adapter for the listing (clients per region
+    // are cheap handles), and S3 only when PLAN_BUCKET is set.
+    let plans = config
+        .plan_bucket
+        .is_some()
+        .then(|| S3Plans::new(sdk, s3::endpoint_overridden()));
+    let listing = Limited::new(ImageBuilder::new(sdk), limits.clone());
+    let handler = Handler::new(config, images, dead_letters)
+        .with_limits(limits.clone())
+        .with_retention(listing, plans);
+    // EC2 + ECR clients (per region, built on first use) for DELETE_OUTPUT_RESOURCES.
+    #[cfg(feature = "output-resources")]
+    let handler = handler.with_output_resources(
+        Limited::new(aws::ec2::Ec2::new(sdk), limits.clone()),
+        Limited::new(aws::ecr::Ecr::new(sdk), limits),
+    );
+    handler
+}
+
 /// The report, or `DeadLetterQueueUnavailable` when items outside SQS that had to be
-/// dead-lettered could not be.
-fn conclude(exec: &Execution) -> Result<Report, ReaperError> {
+/// dead-lettered could not be and the caller is Lambda (an operator reads them in the report).
+fn conclude(exec: &Execution, caller: Caller) -> Result<Report, ReaperError> {
     let sqs = matches!(exec.kind, InvocationKind::Sqs { .. });
     if let Some(rec) = exec
         .records
@@ -307,7 +383,7 @@ fn conclude(exec: &Execution) -> Result<Report, ReaperError> {
         tracing::error!(errorType = err.error_type(), error = %err, "invocation failed");
         return Err(err);
     }
-    if !sqs && !exec.not_dead_lettered.is_empty() {
+    if !sqs && caller == Caller::Lambda && !exec.not_dead_lettered.is_empty() {
         let err = dead_letter_queue_unavailable(exec);
         tracing::error!(errorType = "DeadLetterQueueUnavailable", error = %err, "invocation failed");
         return Err(err);

@@ -8,10 +8,12 @@
 //! [`limiter`] paces the calls to each service and region; [`limited`] wraps the ports in it.
 //! [`retention`] is the pure core of retention plans (selection rules, plan documents);
 //! [`retention_run`] makes and reads plans over the ports.
+//! [`cli`] is the operator's face of the same handler: the binary outside Lambda.
 
 pub mod arn;
 pub mod aws;
 pub mod batch;
+pub mod cli;
 pub mod config;
 pub mod deadletter;
 pub mod delete;

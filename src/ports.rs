@@ -356,6 +356,17 @@ pub trait ContainerImages: Send + Sync {
     ) -> impl Future<Output = Result<Vec<Result<Removal, CallError>>, CallError>> + Send;
 }
 
+// ---- Progress ------------------------------------------------------------------------------
+
+/// Watches the engine decide ARNs (the operator's progress bar). The Lambda passes none, so
+/// its path does not change.
+pub trait Progress: Send + Sync {
+    /// Once per run, before any call: how many distinct ARNs will be decided.
+    fn start(&self, total: usize);
+    /// Once per decided ARN, whatever its outcome.
+    fn decided(&self);
+}
+
 // ---- Null adapters ------------------------------------------------------------------------
 
 /// Ports of a function built or wired without EC2/ECR (every call fails permanently with

@@ -14,6 +14,7 @@ use aws_sdk_imagebuilder::operation::RequestId;
 use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::operation::put_object::PutObjectError;
 use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchError;
+use aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityError;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 
@@ -94,6 +95,13 @@ impl ModelledClass for PutObjectError {
     fn modelled_class(&self) -> Option<ErrorClass> {
         // PutObject's modelled errors concern conditional writes and encryption settings we
         // never send; everything is decided by code and HTTP status.
+        None
+    }
+}
+
+impl ModelledClass for GetCallerIdentityError {
+    /// GetCallerIdentity models no errors: its code and HTTP status decide.
+    fn modelled_class(&self) -> Option<ErrorClass> {
         None
     }
 }

@@ -15,6 +15,7 @@ pub mod ecr;
 pub mod imagebuilder;
 pub mod s3;
 pub mod sqs;
+pub mod sts;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -31,8 +32,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// One attempt of one call (the engine also cuts calls at the deadline margin).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Test-only overrides of the SDK configuration; the binary passes `Default::default()`
-/// and relies on the environment like any AWS tool.
+/// Overrides of the SDK configuration: the Lambda passes `Default::default()` and relies on
+/// the environment like any AWS tool; the operator CLI passes `--profile` / `--region`;
+/// tests pass endpoints and static credentials.
 #[derive(Debug, Clone, Default)]
 pub struct SdkOverrides {
     /// Instead of `AWS_ENDPOINT_URL` (e.g. an in-process emulator).
@@ -41,6 +43,8 @@ pub struct SdkOverrides {
     pub credentials: Option<Credentials>,
     /// Instead of `AWS_REGION`.
     pub region: Option<String>,
+    /// A named profile of the shared config files instead of `AWS_PROFILE`.
+    pub profile: Option<String>,
 }
 
 /// Builds the one shared SDK configuration.
@@ -66,6 +70,9 @@ pub async fn load_sdk_config(overrides: SdkOverrides) -> SdkConfig {
     }
     if let Some(credentials) = overrides.credentials {
         loader = loader.credentials_provider(credentials);
+    }
+    if let Some(profile) = overrides.profile {
+        loader = loader.profile_name(profile);
     }
     if let Some(region) = overrides.region {
         loader = loader.region(Region::new(region));

@@ -40,6 +40,7 @@ async fn sdk(endpoint: &str) -> aws_config::SdkConfig {
             "test", "test", None, None, "tests",
         )),
         region: Some(REGION.into()),
+        ..SdkOverrides::default()
     })
     .await
 }

@@ -17,12 +17,16 @@
 //!   store, executions with their drift check, in memory and end to end (seeded history,
 //!   moto S3).
 //! - [`statemachine`]: the bulk-delete state machine against the function's error contract.
+//! - [`cli`] and [`cli_plan`]: the binary as the operator CLI (no Runtime API): arguments,
+//!   exit codes, the confirmation and progress bar on a pseudo-terminal, `plan` / `apply`.
 //!
 //! [`support`] holds what they share: constants, fixtures, fakes, the in-memory harness
 //! and the end-to-end world.
 
 mod adapters;
 mod architecture;
+mod cli;
+mod cli_plan;
 mod decode;
 mod e2e;
 #[cfg(feature = "output-resources")]

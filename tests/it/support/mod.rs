@@ -4,6 +4,7 @@
 //! Both take their events from [`fixtures`] and their names from [`constants`].
 
 pub mod cargo_lambda;
+pub mod cli;
 pub mod constants;
 pub mod fakes;
 pub mod fixtures;
