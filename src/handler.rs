@@ -242,7 +242,9 @@ where
                 timestamp_ms: u64::try_from(now_ms()).unwrap_or(0),
             };
             // EMF must be a line of its own on stdout, whatever the log format.
-            println!("{}", metrics::emf_record(&exec, &ctx));
+            for record in metrics::emf_records(&exec, &ctx) {
+                println!("{record}");
+            }
         }
         conclude(&exec, self.config.caller)
     }

@@ -1,6 +1,7 @@
-//! Metrics: one CloudWatch Embedded Metric Format record per invocation.
+//! Metrics: CloudWatch Embedded Metric Format records per invocation (one, plus one per
+//! further 100 DeleteImage latencies).
 //!
-//! Built purely ([`emf_record`]) and printed by the handler as its own stdout line, so
+//! Built purely ([`emf_records`]) and printed by the handler, each as its own stdout line, so
 //! CloudWatch extracts the metrics from the log without any API call.
 
 use std::time::Duration;
@@ -42,11 +43,38 @@ pub struct Context<'a> {
 
 /// Builds the EMF record: counts per status, `DeadLettered`, `HandedBack` (retryable units
 /// returned to the caller), `Throttled` (calls refused for rate), `DeleteImageCalls` and
-/// `DeleteImageLatency` (milliseconds; at most 100 values — past that, 100 evenly spaced
-/// quantiles of the sorted latencies, so percentiles stay right); `InFlightLimit` when a rate
+/// `DeleteImageLatency` (milliseconds; the first 100 values — [`emf_records`] carries the
+/// rest in further records); `InFlightLimit` when a rate
 /// limiter was used; with output resources also `OutputResourcesDeleted`,
 /// `OutputResourcesSkipped` and `OutputResourcesFailed`.
 pub fn emf_record(exec: &Execution, ctx: &Context<'_>) -> Value {
+    let latencies = latency_values(&exec.delete_latencies);
+    counts_record(exec, ctx, latencies.chunks(MAX_VALUES).next())
+}
+
+/// The invocation's EMF records: [`emf_record`]'s counts with the first 100 DeleteImage
+/// latencies, then one record per further 100 latencies (EMF takes at most 100 values per
+/// metric in one record; the AWS EMF libraries split the same way), so every latency counts
+/// in the percentiles.
+pub fn emf_records(exec: &Execution, ctx: &Context<'_>) -> Vec<Value> {
+    let latencies = latency_values(&exec.delete_latencies);
+    let mut chunks = latencies.chunks(MAX_VALUES);
+    let mut records = vec![counts_record(exec, ctx, chunks.next())];
+    records.extend(chunks.map(|chunk| {
+        let definitions = vec![latency_definition()];
+        let mut root = Map::new();
+        root.insert("DeleteImageLatency".into(), json!(chunk));
+        envelope(root, definitions, ctx)
+    }));
+    records
+}
+
+fn latency_definition() -> Value {
+    json!({"Name": "DeleteImageLatency", "Unit": "Milliseconds"})
+}
+
+/// The counts and, when there are any, up to 100 latencies.
+fn counts_record(exec: &Execution, ctx: &Context<'_>, latencies: Option<&[f64]>) -> Value {
     let mut counts = [0usize; STATUS_METRICS.len()];
     let mut dead_lettered = 0;
     let mut throttled = 0;
@@ -96,13 +124,15 @@ pub fn emf_record(exec: &Execution, ctx: &Context<'_>) -> Value {
         );
         count("OutputResourcesFailed", n(|s| s == ResourceStatus::Failed));
     }
-    if !exec.delete_latencies.is_empty() {
-        definitions.push(json!({"Name": "DeleteImageLatency", "Unit": "Milliseconds"}));
-        root.insert(
-            "DeleteImageLatency".into(),
-            json!(latency_values(&exec.delete_latencies)),
-        );
+    if let Some(latencies) = latencies {
+        definitions.push(latency_definition());
+        root.insert("DeleteImageLatency".into(), json!(latencies));
     }
+    envelope(root, definitions, ctx)
+}
+
+/// A record's dimension and `_aws` metadata.
+fn envelope(mut root: Map<String, Value>, definitions: Vec<Value>, ctx: &Context<'_>) -> Value {
     let dimensions = match ctx.function_name {
         Some(name) => {
             root.insert("FunctionName".into(), json!(name));
@@ -124,17 +154,11 @@ pub fn emf_record(exec: &Execution, ctx: &Context<'_>) -> Value {
     Value::Object(root)
 }
 
+/// Latencies in milliseconds (microsecond precision).
 fn latency_values(latencies: &[Duration]) -> Vec<f64> {
-    let mut ms: Vec<f64> = latencies
+    latencies
         .iter()
         .map(|d| (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0)
-        .collect();
-    if ms.len() <= MAX_VALUES {
-        return ms;
-    }
-    ms.sort_by(f64::total_cmp);
-    (0..MAX_VALUES)
-        .map(|i| ms[i * (ms.len() - 1) / (MAX_VALUES - 1)])
         .collect()
 }
 
@@ -249,13 +273,30 @@ mod tests {
     }
 
     #[test]
-    fn latency_is_capped_at_100_values_keeping_the_extremes() {
-        let v = emf_record(&exec(10_000), &Context::default());
-        let values = v["DeleteImageLatency"].as_array().unwrap();
-        assert_eq!(values.len(), 100);
-        assert_eq!(values[0], 0.0);
-        assert_eq!(values[99], 9999.0);
-        assert_eq!(v["DeleteImageCalls"], 10_000);
-        assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([[]]));
+    fn more_than_100_latencies_are_split_over_records_none_dropped() {
+        // GIVEN 250 DeleteImage calls
+        let records = emf_records(&exec(250), &Context::default());
+        // THEN three records of 100, 100 and 50 latencies carry every value once
+        let values: Vec<f64> = records
+            .iter()
+            .flat_map(|r| r["DeleteImageLatency"].as_array().unwrap().clone())
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let sizes: Vec<usize> = records
+            .iter()
+            .map(|r| r["DeleteImageLatency"].as_array().unwrap().len())
+            .collect();
+        assert_eq!(sizes, vec![100, 100, 50]);
+        assert_eq!(values, (0..250).map(f64::from).collect::<Vec<_>>());
+        // AND the counts are in the first record only, every record is valid EMF
+        assert_eq!(records[0]["DeleteImageCalls"], 250);
+        assert!(records[1].get("DeleteImageCalls").is_none());
+        for r in &records {
+            let metrics = &r["_aws"]["CloudWatchMetrics"][0];
+            assert_eq!(metrics["Namespace"], NAMESPACE);
+            assert_eq!(metrics["Dimensions"], json!([[]]));
+        }
+        // AND 100 latencies or fewer make one record
+        assert_eq!(emf_records(&exec(100), &Context::default()).len(), 1);
     }
 }
