@@ -435,10 +435,13 @@ fn log_summary(s: &Summary) {
         alreadyDeleted = s.already_deleted,
         wouldDelete = s.would_delete,
         protected = s.protected,
+        inUse = s.in_use,
+        skippedPlanDrift = s.skipped_plan_drift,
         rejected = s.rejected,
         failed = s.failed,
         notAttempted = s.not_attempted,
         deadLettered = s.dead_lettered,
+        throttled = s.throttled,
         dryRun = s.dry_run,
         "invocation done"
     );
