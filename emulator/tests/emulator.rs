@@ -434,10 +434,11 @@ async fn sixty_four_concurrent_requests_overlap_with_latency() {
     }
     let elapsed = started.elapsed();
 
-    // THEN they were all in flight together, and the latency was slept concurrently
+    // THEN they were all in flight together (the high-water mark proves the latency was
+    // slept concurrently; how long that took is for scripts/bench, not a test), and no
+    // answer came before its latency
     assert_eq!(emu.max_concurrency(), 64);
     assert!(elapsed >= Duration::from_millis(200), "{elapsed:?}");
-    assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");
     assert_eq!(emu.in_flight(), 0);
 
     // AND reset_stats clears the log and the high-water mark
@@ -461,8 +462,9 @@ async fn latency_and_jitter_delay_each_answer() {
         let t = Instant::now();
         c.delete_image(&arn(n)).await;
         let ms = t.elapsed().as_millis();
-        // THEN each takes between 30 ms and 50 ms (+ scheduling slack)
-        assert!((30..150).contains(&ms), "{ms} ms");
+        // THEN no answer comes before its latency (an upper bound would only measure how
+        // busy the machine is)
+        assert!(ms >= 30, "{ms} ms");
     }
 }
 
