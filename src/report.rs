@@ -345,9 +345,7 @@ mod tests {
         records.extend((0..3).map(|n| record(20_000 + n, Status::Failed)));
         let report = Report::new(&records, false, Some(vec!["m".into()]));
         // WHEN serialised with a budget smaller than the full report
-        let started = std::time::Instant::now();
         let json = report.to_json(100_000);
-        let elapsed = started.elapsed();
         // THEN only the failures remain, the counts stay, and it is flagged
         let v: Value = serde_json::from_str(&json).unwrap();
         assert!(json.len() <= 100_000);
@@ -355,7 +353,6 @@ mod tests {
         assert_eq!(v["results"].as_array().unwrap().len(), 3);
         assert_eq!(v["summary"]["deleted"], 10_000);
         assert_eq!(v["batchItemFailures"].as_array().unwrap().len(), 1);
-        assert!(elapsed.as_millis() < 1000, "took {elapsed:?}");
     }
 
     #[test]
