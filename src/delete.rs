@@ -108,12 +108,7 @@ async fn prepare<I: Images, A: Amis + ImageUse, C: ContainerImages>(
     if !mode.any() {
         return true;
     }
-    let plan = plan::build(
-        &info.output_resources,
-        task.arn.account(),
-        task.arn.region(),
-        mode,
-    );
+    let plan = plan::build(&info.output_resources, &task.arn, mode);
     let throttled = AtomicU32::new(0);
     let settings = Settings {
         dry_run: task.options.dry_run,

@@ -180,6 +180,19 @@ impl<P: ContainerImages> ContainerImages for Limited<P> {
             .batch_delete_image(region, registry_id, repository, images);
         self.limits.run(ECR, region, call).await
     }
+
+    async fn resolve_tags(
+        &self,
+        region: &str,
+        registry_id: &str,
+        repository: &str,
+        tags: &[String],
+    ) -> Result<Vec<Option<String>>, CallError> {
+        let call = self
+            .inner
+            .resolve_tags(region, registry_id, repository, tags);
+        self.limits.run(ECR, region, call).await
+    }
 }
 
 #[cfg(test)]

@@ -354,6 +354,19 @@ pub trait ContainerImages: Send + Sync {
         repository: &str,
         images: &[ImageReference],
     ) -> impl Future<Output = Result<Vec<Result<Removal, CallError>>, CallError>> + Send;
+
+    /// `BatchGetImage` of up to 100 tags of one repository: the digest each tag names now,
+    /// one per tag in the order given, `None` for a tag the repository no longer has. A tag
+    /// that cannot be resolved for any other reason fails the whole call with its class (the
+    /// digest decides what may be deleted, so nothing is guessed);
+    /// `RepositoryNotFoundException` → [`ErrorClass::NotFound`].
+    fn resolve_tags(
+        &self,
+        region: &str,
+        registry_id: &str,
+        repository: &str,
+        tags: &[String],
+    ) -> impl Future<Output = Result<Vec<Option<String>>, CallError>> + Send;
 }
 
 // ---- Progress ------------------------------------------------------------------------------
@@ -448,6 +461,15 @@ impl ContainerImages for Unavailable {
         _: &str,
         _: &[ImageReference],
     ) -> Result<Vec<Result<Removal, CallError>>, CallError> {
+        Err(Self::error())
+    }
+    async fn resolve_tags(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: &[String],
+    ) -> Result<Vec<Option<String>>, CallError> {
         Err(Self::error())
     }
 }

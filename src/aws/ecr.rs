@@ -1,5 +1,5 @@
-//! ECR adapter ([`ContainerImages`] over the SDK): BatchDeleteImage. Feature
-//! `output-resources`.
+//! ECR adapter ([`ContainerImages`] over the SDK): BatchGetImage (which digest a tag names
+//! now) and BatchDeleteImage. Feature `output-resources`.
 //!
 //! One client per region (the registry's, from the image URI), built lazily and cached.
 //! Whole-call errors are classified by the shared [`classify`] with this operation's
@@ -8,6 +8,7 @@
 
 use aws_config::SdkConfig;
 use aws_sdk_ecr::operation::batch_delete_image::BatchDeleteImageError;
+use aws_sdk_ecr::operation::batch_get_image::{BatchGetImageError, BatchGetImageOutput};
 use aws_sdk_ecr::types::{ImageFailure, ImageFailureCode, ImageIdentifier};
 use aws_sdk_ecr::Client;
 
@@ -30,7 +31,30 @@ impl ModelledClass for BatchDeleteImageError {
     }
 }
 
-/// What one per-image failure of BatchDeleteImage means.
+impl ModelledClass for BatchGetImageError {
+    fn modelled_class(&self) -> Option<ErrorClass> {
+        use BatchGetImageError as E;
+        match self {
+            E::RepositoryNotFoundException(_) => Some(ErrorClass::NotFound),
+            E::ServerException(_) | E::UnableToGetUpstreamImageException(_) => {
+                Some(ErrorClass::Retryable)
+            }
+            E::InvalidParameterException(_) => Some(ErrorClass::Permanent),
+            _ => None,
+        }
+    }
+}
+
+/// Every manifest kind ECR stores, so that no tag fails as `UnsupportedImageType` only
+/// because of its image's format.
+const MANIFEST_TYPES: [&str; 4] = [
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+];
+
+/// What one per-image failure of BatchDeleteImage (or BatchGetImage) means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureClass {
     /// `ImageNotFound`: already gone.
@@ -98,7 +122,113 @@ fn names(failure: &ImageFailure, r: &ImageReference) -> bool {
     }
 }
 
+impl Ecr {
+    async fn batch_get(
+        &self,
+        region: &str,
+        registry_id: &str,
+        repository: &str,
+        tags: &[String],
+    ) -> Result<BatchGetImageOutput, CallError> {
+        self.client(region)
+            .batch_get_image()
+            .registry_id(registry_id)
+            .repository_name(repository)
+            .set_image_ids(Some(
+                tags.iter()
+                    .map(|t| ImageIdentifier::builder().image_tag(t).build())
+                    .collect(),
+            ))
+            .set_accepted_media_types(Some(MANIFEST_TYPES.map(String::from).to_vec()))
+            .send()
+            .await
+            .map_err(|e| classify(&e))
+    }
+
+    /// One tag on its own: the one image answered is the tag's, whichever tag it is
+    /// answered under.
+    async fn resolve_alone(
+        &self,
+        region: &str,
+        registry_id: &str,
+        repository: &str,
+        tag: &str,
+    ) -> Result<Option<String>, CallError> {
+        let tags = [tag.to_string()];
+        let out = self
+            .batch_get(region, registry_id, repository, &tags)
+            .await?;
+        if let Some(known) = answer_for(&out, tag)? {
+            return Ok(known);
+        }
+        match out.images().first() {
+            Some(image) => digest_of(image.image_id(), tag).map(Some),
+            None => Err(CallError::retryable(
+                "MissingResult",
+                format!("BatchGetImage answered nothing for the tag {tag}"),
+            )),
+        }
+    }
+}
+
+/// What a BatchGetImage answer says of `tag`: `Some(Some(digest))`, `Some(None)` when the
+/// repository has no such tag, `None` when the answer does not name the tag. ECR echoes
+/// the identifier as it was sent, but an image with several tags may be answered under
+/// another of them; such a tag is asked again on its own.
+fn answer_for(out: &BatchGetImageOutput, tag: &str) -> Result<Option<Option<String>>, CallError> {
+    let tagged = |id: Option<&ImageIdentifier>| id.and_then(|i| i.image_tag()) == Some(tag);
+    if let Some(image) = out.images().iter().find(|i| tagged(i.image_id())) {
+        return digest_of(image.image_id(), tag).map(|d| Some(Some(d)));
+    }
+    let Some(f) = out.failures().iter().find(|f| tagged(f.image_id())) else {
+        return Ok(None);
+    };
+    let code = f
+        .failure_code()
+        .map_or("Unknown".to_string(), |c| c.as_str().to_string());
+    let reason = f.failure_reason().unwrap_or("").to_string();
+    match failure_class(f.failure_code()) {
+        FailureClass::Gone => Ok(Some(None)),
+        FailureClass::Error(class) => Err(CallError::new(class, code, reason)),
+        FailureClass::InUse => Err(CallError::new(ErrorClass::Permanent, code, reason)),
+    }
+}
+
+fn digest_of(id: Option<&ImageIdentifier>, tag: &str) -> Result<String, CallError> {
+    id.and_then(|i| i.image_digest())
+        .map(String::from)
+        .ok_or_else(|| {
+            CallError::retryable(
+                "MissingDigest",
+                format!("BatchGetImage answered the tag {tag} without a digest"),
+            )
+        })
+}
+
 impl ContainerImages for Ecr {
+    async fn resolve_tags(
+        &self,
+        region: &str,
+        registry_id: &str,
+        repository: &str,
+        tags: &[String],
+    ) -> Result<Vec<Option<String>>, CallError> {
+        let out = self
+            .batch_get(region, registry_id, repository, tags)
+            .await?;
+        let mut digests = Vec::with_capacity(tags.len());
+        for tag in tags {
+            digests.push(match answer_for(&out, tag)? {
+                Some(known) => known,
+                None => {
+                    self.resolve_alone(region, registry_id, repository, tag)
+                        .await?
+                }
+            });
+        }
+        Ok(digests)
+    }
+
     async fn batch_delete_image(
         &self,
         region: &str,

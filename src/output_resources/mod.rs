@@ -7,6 +7,7 @@
 //! [`entry::Verdict::Proceed`] says every piece is gone — so a retry can still find the
 //! pieces through GetImage. Everything here is pure or talks only through the ports.
 
+pub mod digest;
 pub mod entry;
 pub mod guard;
 pub mod mode;

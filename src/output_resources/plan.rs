@@ -4,6 +4,7 @@
 //! account (distributed copies: never touched), which container URIs cannot be parsed, and
 //! how container images group into one BatchDeleteImage call per repository.
 
+use crate::arn::ImageArn;
 use crate::output_resources::entry::{ResourceEntry, ResourceKind, ResourceStatus};
 use crate::output_resources::mode::Mode;
 use crate::output_resources::uri;
@@ -45,6 +46,8 @@ pub struct ContainerGroup {
     pub region: String,
     pub registry_id: String,
     pub repository: String,
+    /// `<x.y.z>-<build>`: the tag Image Builder gives this build's own container image.
+    pub version_tag: String,
     pub images: Vec<ContainerImage>,
 }
 
@@ -59,15 +62,12 @@ pub struct ContainerImage {
 /// parse it either).
 pub const INVALID_IMAGE_URI: &str = "InvalidImageUri";
 
-/// Builds the plan. `image_account` / `image_region` come from the image build-version ARN:
-/// an AMI or registry in another account is a distributed copy (`skippedForeignAccount`);
-/// an entry without a region is taken to be in the image's region.
-pub fn build(
-    resources: &OutputResources,
-    image_account: &str,
-    image_region: &str,
-    mode: Mode,
-) -> Plan {
+/// Builds the plan for the image build version `arn`: an AMI or registry in another account
+/// than the ARN's is a distributed copy (`skippedForeignAccount`); an entry without a region
+/// is taken to be in the ARN's region.
+pub fn build(resources: &OutputResources, arn: &ImageArn, mode: Mode) -> Plan {
+    let (image_account, image_region) = (arn.account(), arn.region());
+    let version_tag = format!("{}-{}", arn.version(), arn.build());
     let mut plan = Plan::default();
     if mode.amis() {
         for ami in &resources.amis {
@@ -154,6 +154,7 @@ pub fn build(
                             region: parsed.region.clone(),
                             registry_id: parsed.registry_id.clone(),
                             repository: parsed.repository.clone(),
+                            version_tag: version_tag.clone(),
                             images: Vec::new(),
                         });
                         plan.containers.last_mut().expect("just pushed")
@@ -194,6 +195,13 @@ fn foreign(
 mod tests {
     use super::*;
     use crate::ports::{OutputAmi, OutputContainer};
+
+    fn arn(region: &str) -> ImageArn {
+        crate::arn::parse(&format!(
+            "arn:aws:imagebuilder:{region}:{OWN}:image/web/1.0.0/1"
+        ))
+        .expect("a valid ARN")
+    }
 
     const OWN: &str = "123456789012";
     const OTHER: &str = "210987654321";
@@ -237,7 +245,7 @@ mod tests {
     fn all_mode_plans_own_amis_groups_images_by_repository_and_settles_the_rest() {
         // GIVEN a GetImage output with own, foreign, duplicate and id-less AMIs and mixed URIs
         // WHEN planned for everything
-        let plan = build(&resources(), OWN, "us-east-1", Mode::All);
+        let plan = build(&resources(), &arn("us-east-1"), Mode::All);
         // THEN own AMIs once each, in order, an id-less entry ignored
         let amis: Vec<(&str, &str)> = plan
             .amis
@@ -248,6 +256,7 @@ mod tests {
         // AND one group per repository, duplicates dropped
         assert_eq!(plan.containers.len(), 2);
         assert_eq!(plan.containers[0].repository, "web");
+        assert_eq!(plan.containers[0].version_tag, "1.0.0-1");
         assert_eq!(
             plan.containers[0]
                 .images
@@ -287,16 +296,16 @@ mod tests {
 
     #[test]
     fn the_mode_selects_what_is_planned() {
-        let amis = build(&resources(), OWN, "us-east-1", Mode::Amis);
+        let amis = build(&resources(), &arn("us-east-1"), Mode::Amis);
         assert_eq!(amis.amis.len(), 2);
         assert!(amis.containers.is_empty());
         assert_eq!(amis.settled.len(), 1);
 
-        let containers = build(&resources(), OWN, "us-east-1", Mode::Containers);
+        let containers = build(&resources(), &arn("us-east-1"), Mode::Containers);
         assert!(containers.amis.is_empty());
         assert_eq!(containers.containers.len(), 2);
 
-        let none = build(&resources(), OWN, "us-east-1", Mode::None);
+        let none = build(&resources(), &arn("us-east-1"), Mode::None);
         assert_eq!(none, Plan::default());
         assert!(!none.has_work());
     }
@@ -311,7 +320,7 @@ mod tests {
             }],
             containers: vec![],
         };
-        let plan = build(&r, OWN, "ap-south-1", Mode::All);
+        let plan = build(&r, &arn("ap-south-1"), Mode::All);
         assert_eq!(plan.amis[0].region, "ap-south-1");
         assert_eq!(plan.amis[0].account_id, OWN);
     }

@@ -6,13 +6,16 @@
 //! ([`guard::check`]) over the image's own AMIs keeps an image whose AMI is still used, and
 //! keeps it too when it cannot be answered; (4) per AMI: DeregisterImage,
 //! then DeleteSnapshot for each of its snapshots (EC2 refuses to delete a snapshot its AMI
-//! still uses); per repository: BatchDeleteImage; (5) [`verdict`] decides whether DeleteImage
+//! still uses); per repository: BatchGetImage to learn which digests are the build's own,
+//! then BatchDeleteImage of those digests only; (5) [`verdict`] decides whether DeleteImage
 //! may run. No AWS SDK types here: the ports classify errors.
 
 use futures::future::join_all;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
+use crate::output_resources::digest::{self, Fate};
 use crate::output_resources::entry::{
     verdict, ResourceEntry, ResourceKind, ResourceStatus, Verdict,
 };
@@ -397,24 +400,119 @@ async fn delete_snapshot<A: Amis>(
     }
 }
 
-/// BatchDeleteImage for one repository, 100 images per call. The whole call goes through
-/// the engine's retry loop; an attempt that leaves some images failing retryably fails
-/// retryably itself, so the next attempt sends only those images.
+/// One repository: its tags are resolved to digests (in a dry run too: the preview shows
+/// which tags stay), then the build's own digests are deleted ([`digest::fates`]).
 async fn delete_group<C: ContainerImages>(
     containers: &C,
     group: &ContainerGroup,
     s: &Settings<'_>,
 ) -> Vec<ResourceEntry> {
-    let mut out: Vec<ResourceEntry> = Vec::with_capacity(group.images.len());
-    for chunk in group.images.chunks(ECR_BATCH_LIMIT) {
-        if s.dry_run {
-            out.extend(chunk.iter().map(|image| {
-                container_entry(group, &image.uri).with_status(ResourceStatus::WouldDelete)
-            }));
-            continue;
+    let entries = group
+        .images
+        .iter()
+        .map(|image| container_entry(group, &image.uri));
+    let resolved = match resolve(containers, group, s).await {
+        Call::Ok(resolved) => resolved,
+        // The repository is gone, and every image in it.
+        Call::Gone => {
+            return entries
+                .map(|e| e.with_status(ResourceStatus::AlreadyDeleted))
+                .collect()
         }
-        // Per image: its settled entry, or None while it still needs a (re)try.
-        let slots: Mutex<Vec<Option<ResourceEntry>>> = Mutex::new(vec![None; chunk.len()]);
+        Call::Failed(err, n) => return entries.map(|e| failed(e, &err, n)).collect(),
+        Call::NotStarted => return entries.map(|e| e.not_attempted(DEADLINE)).collect(),
+    };
+    let fates = digest::fates(group, &resolved);
+    let mut own: Vec<String> = Vec::new();
+    for fate in &fates {
+        if let Fate::Delete(d) = fate {
+            if !own.contains(d) {
+                own.push(d.clone());
+            }
+        }
+    }
+    let removed = if s.dry_run {
+        HashMap::new()
+    } else {
+        remove_digests(containers, group, &own, s).await
+    };
+    entries
+        .zip(fates)
+        .map(|(e, fate)| match fate {
+            Fate::Delete(_) if s.dry_run => e.with_status(ResourceStatus::WouldDelete),
+            Fate::Delete(d) => match removed.get(&d) {
+                Some(r) => r.apply(e),
+                None => e.not_attempted(DEADLINE),
+            },
+            Fate::Gone => e.with_status(ResourceStatus::AlreadyDeleted),
+            Fate::Moved(why) => e
+                .with_status(ResourceStatus::SkippedMovedTag)
+                .with_message(why),
+        })
+        .collect()
+}
+
+/// BatchGetImage of the repository's tags, 100 per call, each through the retry loop.
+async fn resolve<C: ContainerImages>(
+    containers: &C,
+    group: &ContainerGroup,
+    s: &Settings<'_>,
+) -> Call<HashMap<String, Option<String>>> {
+    let tags = digest::tags_to_resolve(group);
+    let mut resolved = HashMap::new();
+    for chunk in tags.chunks(ECR_BATCH_LIMIT) {
+        let answer = call(s, || {
+            containers.resolve_tags(&group.region, &group.registry_id, &group.repository, chunk)
+        })
+        .await;
+        match answer {
+            Call::Ok(digests) => resolved.extend(chunk.iter().cloned().zip(digests)),
+            Call::Gone => return Call::Gone,
+            Call::Failed(err, n) => return Call::Failed(err, n),
+            Call::NotStarted => return Call::NotStarted,
+        }
+    }
+    Call::Ok(resolved)
+}
+
+/// How deleting one digest ended.
+#[derive(Debug, Clone)]
+enum Removed {
+    Done,
+    InUse(String),
+    Gone,
+    Failed(CallError, u32),
+    NotStarted,
+}
+
+impl Removed {
+    /// The entry of a URI naming the removed digest.
+    fn apply(&self, e: ResourceEntry) -> ResourceEntry {
+        match self {
+            Removed::Done => e.with_status(ResourceStatus::Deleted),
+            Removed::InUse(why) => e
+                .with_status(ResourceStatus::SkippedInUse)
+                .with_message(why.clone()),
+            Removed::Gone => e.with_status(ResourceStatus::AlreadyDeleted),
+            Removed::Failed(err, n) => failed(e, err, *n),
+            Removed::NotStarted => e.not_attempted(DEADLINE),
+        }
+    }
+}
+
+/// BatchDeleteImage of digests, 100 per call. The whole call goes through the engine's
+/// retry loop; an attempt that leaves some digests failing retryably fails retryably
+/// itself, so the next attempt sends only those.
+async fn remove_digests<C: ContainerImages>(
+    containers: &C,
+    group: &ContainerGroup,
+    digests: &[String],
+    s: &Settings<'_>,
+) -> HashMap<String, Removed> {
+    let mut out = HashMap::new();
+    for chunk in digests.chunks(ECR_BATCH_LIMIT) {
+        // Per digest: how it ended, or None while it still needs a (re)try.
+        let slots: Mutex<Vec<Option<Removed>>> = Mutex::new(vec![None; chunk.len()]);
         let attempt = |n: u32| {
             let pending: Vec<usize> = lock(&slots)
                 .iter()
@@ -424,7 +522,7 @@ async fn delete_group<C: ContainerImages>(
                 .collect();
             let refs: Vec<ImageReference> = pending
                 .iter()
-                .map(|&i| chunk[i].reference.clone())
+                .map(|&i| ImageReference::Digest(chunk[i].clone()))
                 .collect();
             let slots = &slots;
             async move {
@@ -434,27 +532,15 @@ async fn delete_group<C: ContainerImages>(
                 let mut retry_error = None;
                 let mut slots = lock(slots);
                 for (k, &i) in pending.iter().enumerate() {
-                    let e = container_entry(group, &chunk[i].uri);
-                    let result = results.get(k).cloned().unwrap_or_else(|| {
-                        Err(CallError::retryable(
-                            "MissingResult",
-                            "BatchDeleteImage returned no result for this image",
-                        ))
-                    });
-                    slots[i] = match result {
-                        Ok(Removal::Removed) => Some(e.with_status(ResourceStatus::Deleted)),
-                        Ok(Removal::InUse(why)) => Some(
-                            e.with_status(ResourceStatus::SkippedInUse)
-                                .with_message(why),
-                        ),
-                        Err(err) if err.class == ErrorClass::NotFound => {
-                            Some(e.with_status(ResourceStatus::AlreadyDeleted))
-                        }
+                    slots[i] = match results.get(k).cloned().unwrap_or_else(|| Err(missing())) {
+                        Ok(Removal::Removed) => Some(Removed::Done),
+                        Ok(Removal::InUse(why)) => Some(Removed::InUse(why)),
+                        Err(err) if err.class == ErrorClass::NotFound => Some(Removed::Gone),
                         Err(err) if err.class.is_retryable() => {
                             retry_error.get_or_insert(err);
                             None
                         }
-                        Err(err) => Some(failed(e, &err, n)),
+                        Err(err) => Some(Removed::Failed(err, n)),
                     };
                 }
                 retry_error.map_or(Ok(()), Err)
@@ -467,20 +553,25 @@ async fn delete_group<C: ContainerImages>(
         })
         .await;
         let slots = slots.into_inner().unwrap_or_else(|p| p.into_inner());
-        out.extend(chunk.iter().zip(slots).map(|(image, slot)| {
-            slot.unwrap_or_else(|| {
-                let e = container_entry(group, &image.uri);
-                match &result {
-                    // The repository is gone, and every image in it.
-                    Call::Gone => e.with_status(ResourceStatus::AlreadyDeleted),
-                    Call::Failed(err, n) => failed(e, err, *n),
-                    Call::NotStarted => e.not_attempted(DEADLINE),
-                    Call::Ok(()) => unreachable!("an Ok attempt settles every image"),
-                }
-            })
-        }));
+        for (digest, slot) in chunk.iter().zip(slots) {
+            let removed = slot.unwrap_or_else(|| match &result {
+                // The repository is gone, and every image in it.
+                Call::Gone => Removed::Gone,
+                Call::Failed(err, n) => Removed::Failed(err.clone(), *n),
+                Call::NotStarted => Removed::NotStarted,
+                Call::Ok(()) => Removed::Failed(missing(), 1),
+            });
+            out.insert(digest.clone(), removed);
+        }
     }
     out
+}
+
+fn missing() -> CallError {
+    CallError::retryable(
+        "MissingResult",
+        "BatchDeleteImage returned no result for this image",
+    )
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

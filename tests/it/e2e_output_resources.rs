@@ -70,41 +70,61 @@ pub(crate) async fn snapshot_exists(region: &str, snap: &str) -> bool {
     }
 }
 
-/// Creates a repository with one tagged image; returns its URI as Image Builder reports it.
-pub(crate) async fn seed_container(region: &str) -> (String, String) {
-    let c = ecr(region);
+/// Creates a repository holding the image of build `tag` (`1.0.0-<build>`, as Image Builder
+/// tags a build's container image); returns the repository and the URI GetImage reports.
+pub(crate) async fn seed_container(region: &str, tag: &str) -> (String, String) {
     let repo = moto::unique("e2e-web");
-    c.create_repository()
+    ecr(region)
+        .create_repository()
         .repository_name(&repo)
         .send()
         .await
         .expect("CreateRepository");
+    push(region, &repo, tag, tag).await;
+    let uri = format!("{ACCOUNT}.dkr.ecr.{region}.amazonaws.com/{repo}:{tag}");
+    (repo, uri)
+}
+
+/// Pushes the image made of `content` to `repo` as `tag` (the same content again moves the
+/// tag to that image); returns its digest.
+pub(crate) async fn push(region: &str, repo: &str, tag: &str, content: &str) -> String {
+    // moto derives an image's digest from its layers: one layer per content, its own digest.
+    let hash = ring::digest::digest(&ring::digest::SHA256, content.as_bytes());
+    let hex: String = hash.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let layer = format!("sha256:{hex}");
     let manifest = json!({"schemaVersion": 2,
         "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
         "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 7023,
                    "digest": "sha256:b5b2b2c507a0944348e0303114d8d93aaaa081732b86451d9bce1f432a537bc7"},
-        "layers": []});
-    c.put_image()
-        .repository_name(&repo)
+        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                    "size": 32654, "digest": layer}]});
+    ecr(region)
+        .put_image()
+        .repository_name(repo)
         .image_manifest(manifest.to_string())
-        .image_tag("1.0.0-1")
+        .image_tag(tag)
         .send()
         .await
-        .expect("PutImage");
-    let uri = format!("{ACCOUNT}.dkr.ecr.{region}.amazonaws.com/{repo}:1.0.0-1");
-    (repo, uri)
+        .expect("PutImage")
+        .image()
+        .and_then(|i| i.image_id())
+        .and_then(|i| i.image_digest())
+        .expect("a digest")
+        .to_string()
 }
 
-pub(crate) async fn container_exists(region: &str, repo: &str) -> bool {
+/// The digest `repo:tag` names in moto now.
+pub(crate) async fn digest_of(region: &str, repo: &str, tag: &str) -> Option<String> {
     ecr(region)
-        .list_images()
+        .describe_images()
         .repository_name(repo)
         .send()
         .await
-        .expect("ListImages")
-        .image_ids()
+        .expect("DescribeImages")
+        .image_details()
         .iter()
-        .any(|i| i.image_tag() == Some("1.0.0-1"))
+        .find(|d| d.image_tags().iter().any(|t| t == tag))
+        .and_then(|d| d.image_digest().map(String::from))
 }
 
 /// A world whose function deletes the output resources `mode` names, in moto.
@@ -144,7 +164,7 @@ async fn every_output_resource_is_deleted_in_its_own_region_then_the_image() {
     // ECR, all in moto
     let (ami_east, snaps_east) = seed_ami("us-east-1", &[]).await;
     let (ami_west, snaps_west) = seed_ami("us-west-2", &[]).await;
-    let (repo, uri) = seed_container("us-east-1").await;
+    let (repo, uri) = seed_container("us-east-1", "1.0.0-101").await;
     let w = world("all", &[]).await;
     let image = arn("web", 101);
     w.seed_with_outputs(
@@ -171,7 +191,7 @@ async fn every_output_resource_is_deleted_in_its_own_region_then_the_image() {
     assert!(!ami_registered("us-west-2", &ami_west).await);
     assert!(!snapshot_exists("us-east-1", &snaps_east[0]).await);
     assert!(!snapshot_exists("us-west-2", &snaps_west[0]).await);
-    assert!(!container_exists("us-east-1", &repo).await);
+    assert_eq!(digest_of("us-east-1", &repo, "1.0.0-101").await, None);
     assert_eq!(
         result_for(&report, &image)["status"],
         "deleted",
@@ -183,7 +203,7 @@ async fn every_output_resource_is_deleted_in_its_own_region_then_the_image() {
 #[tokio::test(flavor = "multi_thread")]
 async fn dry_run_previews_the_cleanup_and_deletes_nothing() {
     let (ami, snaps) = seed_ami("us-east-1", &[]).await;
-    let (repo, uri) = seed_container("us-east-1").await;
+    let (repo, uri) = seed_container("us-east-1", "1.0.0-102").await;
     let w = world("all", &[]).await;
     let image = arn("web", 102);
     w.seed_with_outputs(&image, &[("us-east-1", &ami)], &[("us-east-1", &uri)]);
@@ -203,7 +223,7 @@ async fn dry_run_previews_the_cleanup_and_deletes_nothing() {
     assert_eq!(result_for(&report, &image)["status"], "wouldDelete");
     assert!(ami_registered("us-east-1", &ami).await);
     assert!(snapshot_exists("us-east-1", &snaps[0]).await);
-    assert!(container_exists("us-east-1", &repo).await);
+    assert!(digest_of("us-east-1", &repo, "1.0.0-102").await.is_some());
     assert_eq!(w.delete_calls(&image), 0);
 }
 
@@ -271,4 +291,94 @@ async fn a_bad_delete_output_resources_value_fails_init_naming_the_variable() {
         message.contains("DELETE_OUTPUT_RESOURCES") && message.contains("containers"),
         "{message}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_latest_tag_moved_to_a_newer_build_is_left_alone_and_only_the_own_digest_goes() {
+    // GIVEN build 105 pushed 1.0.0-105 and `latest`, then build 106 took `latest`
+    let (repo, own_uri) = seed_container("us-east-1", "1.0.0-105").await;
+    let own = push("us-east-1", &repo, "latest", "1.0.0-105").await;
+    let newer = push("us-east-1", &repo, "1.0.0-106", "1.0.0-106").await;
+    push("us-east-1", &repo, "latest", "1.0.0-106").await;
+    assert_ne!(own, newer);
+    let latest_uri = own_uri.replace(":1.0.0-105", ":latest");
+    // AND GetImage of build 105 still lists both tags, as Image Builder does
+    let w = world("containers", &[]).await;
+    let image = arn("web", 105);
+    w.seed_with_outputs(
+        &image,
+        &[],
+        &[("us-east-1", &own_uri), ("us-east-1", &latest_uri)],
+    );
+    // WHEN a dry run previews it, then the real run deletes it
+    let preview = w
+        .invoke(&json!({"imageBuildVersionArn": image, "dryRun": true}))
+        .await
+        .response()
+        .clone();
+    let report = w
+        .invoke(&json!({"imageBuildVersionArn": image}))
+        .await
+        .response()
+        .clone();
+    // THEN both show `latest` left alone and the build's own image going
+    assert_eq!(
+        pieces(&preview, &image),
+        [
+            p("containerImage", &own_uri, "wouldDelete"),
+            p("containerImage", &latest_uri, "skippedMovedTag"),
+        ],
+        "{preview:#}"
+    );
+    assert_eq!(
+        pieces(&report, &image),
+        [
+            p("containerImage", &own_uri, "deleted"),
+            p("containerImage", &latest_uri, "skippedMovedTag"),
+        ],
+        "{report:#}"
+    );
+    assert_eq!(
+        result_for(&report, &image)["status"],
+        "deleted",
+        "{report:#}"
+    );
+    // AND in ECR the own digest is gone while `latest` still names the newer build's image
+    assert_eq!(digest_of("us-east-1", &repo, "1.0.0-105").await, None);
+    assert_eq!(
+        digest_of("us-east-1", &repo, "latest").await,
+        Some(newer.clone())
+    );
+    assert_eq!(
+        digest_of("us-east-1", &repo, "1.0.0-106").await,
+        Some(newer)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ecr_adapter_resolves_every_tag_of_an_image_to_its_digest() {
+    use imagebuilder_reaper::aws::ecr::Ecr;
+    use imagebuilder_reaper::ports::{CallError, ContainerImages, ErrorClass};
+    // GIVEN one image tagged twice and another tagged once, in moto
+    let (repo, _) = seed_container("us-east-1", "1.0.0-107").await;
+    let first = push("us-east-1", &repo, "latest", "1.0.0-107").await;
+    let second = push("us-east-1", &repo, "1.0.0-108", "1.0.0-108").await;
+    let ecr = Ecr::new(&Moto::shared().sdk_config("us-east-1"));
+    // WHEN the adapter resolves both tags of the first, the second's and a missing one
+    let tags = ["1.0.0-107", "latest", "1.0.0-108", "nope"].map(String::from);
+    let digests = ecr
+        .resolve_tags("us-east-1", ACCOUNT, &repo, &tags)
+        .await
+        .expect("BatchGetImage");
+    // THEN each tag has the digest it names, the missing one none
+    assert_eq!(
+        digests,
+        [Some(first.clone()), Some(first), Some(second), None]
+    );
+    // AND a missing repository is NotFound: its images are gone with it
+    let gone: CallError = ecr
+        .resolve_tags("us-east-1", ACCOUNT, "no-such-repository", &tags)
+        .await
+        .expect_err("RepositoryNotFoundException");
+    assert_eq!(gone.class, ErrorClass::NotFound, "{gone:?}");
 }

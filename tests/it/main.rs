@@ -7,6 +7,8 @@
 //!   that answers 429 above a simulated rate.
 //! - [`output_resources`]: deleting what DeleteImage leaves behind (AMIs, snapshots, ECR
 //!   images), over in-memory fakes of EC2 and ECR.
+//! - [`container_digests`]: container images deleted by digest, never by tag (a moved
+//!   `latest` is left alone).
 //! - [`in_use_guard`]: the in-use guard (references, protection, recent launches, fail
 //!   closed) over the same fakes.
 //! - [`adapters`]: the real SDK adapters over HTTP against the Image Builder emulator and
@@ -27,6 +29,7 @@ mod adapters;
 mod architecture;
 mod cli;
 mod cli_plan;
+mod container_digests;
 mod decode;
 mod e2e;
 #[cfg(feature = "output-resources")]

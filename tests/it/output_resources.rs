@@ -422,10 +422,12 @@ async fn dry_run_previews_exactly_what_would_be_deleted_and_deletes_nothing() {
         ]
     );
     assert_eq!(h.entry(IMAGE).status, Status::WouldDelete);
-    // Only reads happened (the in-use guard's included)
+    // Only reads happened (the in-use guard's and the tag resolution's included)
     for call in w.log() {
         assert!(
-            call.starts_with("GetImage") || call.starts_with("DescribeImage"),
+            call.starts_with("GetImage")
+                || call.starts_with("DescribeImage")
+                || call.starts_with("BatchGetImage"),
             "{call}"
         );
     }

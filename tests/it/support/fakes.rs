@@ -16,7 +16,7 @@
 //! Image Builder, EC2 and ECR write to one ordered [`CallLog`], so tests can check the
 //! order of calls across services (DeleteImage last).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -623,20 +623,43 @@ impl ImageUse for FakeEc2 {
     }
 }
 
+/// One repository's images: digest → the tags naming it.
+type Repository = BTreeMap<String, BTreeSet<String>>;
+
 #[derive(Default)]
 struct EcrState {
-    /// (region, registry, repository) → image references present.
-    repos: HashMap<(String, String, String), HashSet<ImageReference>>,
-    /// repository → whole-call errors of the next calls.
-    faults: HashMap<String, VecDeque<CallError>>,
+    /// (region, registry, repository) → its images.
+    repos: HashMap<(String, String, String), Repository>,
+    /// repository → whole-call errors of the next BatchDeleteImage calls.
+    delete_faults: HashMap<String, VecDeque<CallError>>,
+    /// repository → whole-call errors of the next BatchGetImage calls.
+    get_faults: HashMap<String, VecDeque<CallError>>,
 }
 
-/// ECR's BatchDeleteImage: per-image results, whole-call errors per repository. Clones
-/// share state.
+impl EcrState {
+    fn repo_named(&mut self, repo: &str) -> Option<&mut Repository> {
+        self.repos
+            .iter_mut()
+            .find(|((_, _, r), _)| r == repo)
+            .map(|(_, images)| images)
+    }
+}
+
+/// ECR as the cleanup sees it: images by digest with the tags naming them (a tag names one
+/// image at a time), BatchGetImage and BatchDeleteImage with ECR's per-image results, and
+/// whole-call errors per repository and operation. Clones share state.
 #[derive(Clone)]
 pub struct FakeEcr {
     state: Arc<Mutex<EcrState>>,
     log: CallLog,
+}
+
+/// The digest the fake gives the image first pushed as `repo:tag` (stable, well formed).
+pub fn fake_digest(repo: &str, tag: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (repo, tag).hash(&mut h);
+    format!("sha256:{:064x}", h.finish())
 }
 
 impl FakeEcr {
@@ -647,41 +670,111 @@ impl FakeEcr {
             log,
         }
     }
-    /// Puts the image `repo:tag` into `registry` in `region`.
+    /// Pushes a new image as `repo:tag` into `registry` in `region` (digest
+    /// [`fake_digest`]); the tag leaves whatever image it named before.
     pub fn image(&self, region: &str, registry: &str, repo: &str, tag: &str) -> &Self {
-        self.state
-            .lock()
-            .unwrap()
+        let digest = fake_digest(repo, tag);
+        let mut s = self.state.lock().unwrap();
+        let images = s
             .repos
             .entry((region.into(), registry.into(), repo.into()))
-            .or_default()
-            .insert(ImageReference::Tag(tag.into()));
+            .or_default();
+        images.values_mut().for_each(|tags| {
+            tags.remove(tag);
+        });
+        images.entry(digest).or_default().insert(tag.into());
         self
     }
-    /// The next `times` calls for `repo` fail with `err`.
-    pub fn fail(&self, repo: &str, times: usize, err: CallError) -> &Self {
-        self.state
-            .lock()
-            .unwrap()
-            .faults
-            .insert(repo.into(), std::iter::repeat_n(err, times).collect());
+    /// Moves `tag` to the image `target` names now (as a newer build's push moves `latest`).
+    pub fn retag(&self, repo: &str, tag: &str, target: &str) -> &Self {
+        let mut s = self.state.lock().unwrap();
+        let images = s.repo_named(repo).expect("a repository of the fake");
+        images.values_mut().for_each(|tags| {
+            tags.remove(tag);
+        });
+        let (_, tags) = images
+            .iter_mut()
+            .find(|(_, tags)| tags.contains(target))
+            .expect("an existing target tag");
+        tags.insert(tag.into());
         self
+    }
+    /// The next `times` BatchDeleteImage calls for `repo` fail with `err`.
+    pub fn fail(&self, repo: &str, times: usize, err: CallError) -> &Self {
+        let mut s = self.state.lock().unwrap();
+        s.delete_faults
+            .insert(repo.into(), std::iter::repeat_n(err, times).collect());
+        drop(s);
+        self
+    }
+    /// The next `times` BatchGetImage calls for `repo` fail with `err`.
+    pub fn fail_resolving(&self, repo: &str, times: usize, err: CallError) -> &Self {
+        let mut s = self.state.lock().unwrap();
+        s.get_faults
+            .insert(repo.into(), std::iter::repeat_n(err, times).collect());
+        drop(s);
+        self
+    }
+    /// The digest `repo:tag` names now.
+    pub fn digest(&self, repo: &str, tag: &str) -> Option<String> {
+        let mut s = self.state.lock().unwrap();
+        let images = s.repo_named(repo)?;
+        images
+            .iter()
+            .find(|(_, tags)| tags.contains(tag))
+            .map(|(d, _)| d.clone())
     }
     pub fn exists(&self, repo: &str, tag: &str) -> bool {
-        self.state
-            .lock()
-            .unwrap()
-            .repos
-            .iter()
-            .any(|((_, _, r), refs)| r == repo && refs.contains(&ImageReference::Tag(tag.into())))
+        self.digest(repo, tag).is_some()
+    }
+    /// Whether the image `digest` is still in `repo` (tagged or not).
+    pub fn has_digest(&self, repo: &str, digest: &str) -> bool {
+        let mut s = self.state.lock().unwrap();
+        s.repo_named(repo).is_some_and(|i| i.contains_key(digest))
     }
     /// BatchDeleteImage calls so far.
     pub fn calls(&self) -> usize {
+        self.counted("BatchDeleteImage")
+    }
+    /// BatchGetImage calls so far.
+    pub fn resolves(&self) -> usize {
+        self.counted("BatchGetImage")
+    }
+    /// The image references sent to BatchDeleteImage, in order.
+    pub fn deleted_references(&self) -> Vec<String> {
         self.log
             .entries()
             .iter()
-            .filter(|l| l.starts_with("BatchDeleteImage"))
+            .filter_map(|l| l.strip_prefix("BatchDeleteImage "))
+            .flat_map(|l| l.split(' ').skip(1).map(String::from).collect::<Vec<_>>())
+            .collect()
+    }
+    fn counted(&self, operation: &str) -> usize {
+        self.log
+            .entries()
+            .iter()
+            .filter(|l| l.split(' ').next() == Some(operation))
             .count()
+    }
+    fn enter(
+        &self,
+        faults: impl Fn(&mut EcrState) -> &mut HashMap<String, VecDeque<CallError>>,
+        key: (&str, &str, &str),
+    ) -> Result<std::sync::MutexGuard<'_, EcrState>, CallError> {
+        let mut s = self.state.lock().unwrap();
+        if let Some(e) = faults(&mut s).get_mut(key.2).and_then(VecDeque::pop_front) {
+            return Err(e);
+        }
+        if !s
+            .repos
+            .contains_key(&(key.0.to_string(), key.1.to_string(), key.2.to_string()))
+        {
+            return Err(CallError::not_found(
+                "RepositoryNotFoundException",
+                "no repo",
+            ));
+        }
+        Ok(s)
     }
 }
 
@@ -693,25 +786,33 @@ impl ContainerImages for FakeEcr {
         repo: &str,
         images: &[ImageReference],
     ) -> Result<Vec<Result<Removal, CallError>>, CallError> {
+        let sent: Vec<String> = images.iter().map(ToString::to_string).collect();
         self.log
-            .push(format!("BatchDeleteImage {repo} {}", images.len()));
-        let mut s = self.state.lock().unwrap();
-        if let Some(e) = s.faults.get_mut(repo).and_then(VecDeque::pop_front) {
-            return Err(e);
-        }
-        let Some(refs) =
-            s.repos
-                .get_mut(&(region.to_string(), registry.to_string(), repo.to_string()))
-        else {
-            return Err(CallError::not_found(
-                "RepositoryNotFoundException",
-                "no repo",
-            ));
-        };
+            .push(format!("BatchDeleteImage {repo} {}", sent.join(" ")));
+        let mut s = self.enter(|s| &mut s.delete_faults, (region, registry, repo))?;
+        let key = (region.to_string(), registry.to_string(), repo.to_string());
+        let repository = s.repos.get_mut(&key).expect("checked by enter");
         Ok(images
             .iter()
             .map(|r| {
-                if refs.remove(r) {
+                let removed = match r {
+                    ImageReference::Digest(d) => repository.remove(d).is_some(),
+                    // Untagging the last tag of an image deletes the image, as in ECR.
+                    ImageReference::Tag(t) => {
+                        let found = repository
+                            .iter_mut()
+                            .find(|(_, tags)| tags.contains(t))
+                            .map(|(d, tags)| {
+                                tags.remove(t);
+                                (d.clone(), tags.is_empty())
+                            });
+                        if let Some((d, true)) = &found {
+                            repository.remove(d);
+                        }
+                        found.is_some()
+                    }
+                };
+                if removed {
                     Ok(Removal::Removed)
                 } else {
                     Err(CallError::not_found(
@@ -719,6 +820,29 @@ impl ContainerImages for FakeEcr {
                         "Requested image not found",
                     ))
                 }
+            })
+            .collect())
+    }
+
+    async fn resolve_tags(
+        &self,
+        region: &str,
+        registry: &str,
+        repo: &str,
+        tags: &[String],
+    ) -> Result<Vec<Option<String>>, CallError> {
+        self.log
+            .push(format!("BatchGetImage {repo} {}", tags.join(" ")));
+        let s = self.enter(|s| &mut s.get_faults, (region, registry, repo))?;
+        let key = (region.to_string(), registry.to_string(), repo.to_string());
+        let repository = &s.repos[&key];
+        Ok(tags
+            .iter()
+            .map(|t| {
+                repository
+                    .iter()
+                    .find(|(_, named)| named.contains(t))
+                    .map(|(d, _)| d.clone())
             })
             .collect())
     }

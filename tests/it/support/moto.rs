@@ -83,7 +83,7 @@ impl Moto {
 
     /// The SDK configuration of a client of this moto: `region`, test credentials, plain
     /// HTTP.
-    fn sdk_config(&self, region: &str) -> aws_config::SdkConfig {
+    pub fn sdk_config(&self, region: &str) -> aws_config::SdkConfig {
         aws_config::SdkConfig::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(region.to_string()))
