@@ -8,6 +8,7 @@
 //! too ([`Answer::Unanswered`]): the guard fails closed.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use futures::future::join_all;
 
@@ -62,12 +63,20 @@ enum Region {
     NotStarted,
 }
 
+/// How the guard's calls run: the engine's retry loop and deadline window, and where their
+/// throttled attempts are counted (the ARN's `throttled`).
+#[derive(Debug, Clone, Copy)]
+pub struct Calls<'a> {
+    pub policy: &'a RetryPolicy,
+    pub window: Window,
+    pub throttled: &'a AtomicU32,
+}
+
 /// Checks `amis` (grouped by region, every region at once) and judges the answers.
 pub async fn check<U: ImageUse>(
     usage: &U,
     amis: &[Checked],
-    policy: &RetryPolicy,
-    window: Window,
+    calls: Calls<'_>,
     clock: Clock,
 ) -> Answer {
     let mut by_region: BTreeMap<&str, Vec<String>> = BTreeMap::new();
@@ -80,7 +89,7 @@ pub async fn check<U: ImageUse>(
     let answers = join_all(
         by_region
             .iter()
-            .map(|(region, ids)| check_region(usage, region, ids, policy, window)),
+            .map(|(region, ids)| check_region(usage, region, ids, calls)),
     )
     .await;
     let mut references = Vec::new();
@@ -113,15 +122,21 @@ async fn check_region<U: ImageUse>(
     usage: &U,
     region: &str,
     ids: &[String],
-    policy: &RetryPolicy,
-    window: Window,
+    calls: Calls<'_>,
 ) -> Region {
+    let (policy, window) = (calls.policy, calls.window);
     let reference_calls = join_all(
         ids.chunks(REFERENCE_BATCH_LIMIT)
             .map(|chunk| with_retries(policy, window, move || usage.references(region, chunk))),
     );
     let usage_call = with_retries(policy, window, || usage.usage(region, ids));
     let (reference_answers, usage_answer) = futures::join!(reference_calls, usage_call);
+    let throttled: u32 = reference_answers
+        .iter()
+        .map(Attempted::throttled)
+        .sum::<u32>()
+        + usage_answer.throttled();
+    calls.throttled.fetch_add(throttled, Ordering::Relaxed);
     let mut references = Vec::new();
     for answer in reference_answers {
         match answer {

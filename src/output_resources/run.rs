@@ -125,15 +125,12 @@ pub async fn clean<A: Amis, U: ImageUse, C: ContainerImages>(
             })
             .collect();
         // (3) Nothing still in use is deleted, and nothing at all while that is unknown.
-        match guard::check(
-            usage,
-            &in_scope(plan, &states),
-            &s.policy,
-            s.window,
-            s.clock,
-        )
-        .await
-        {
+        let calls = guard::Calls {
+            policy: &s.policy,
+            window: s.window,
+            throttled: s.throttled,
+        };
+        match guard::check(usage, &in_scope(plan, &states), calls, s.clock).await {
             Answer::Clear => delete_all(amis, containers, plan, states, s).await,
             Answer::InUse { references, reason } => {
                 return Cleanup {

@@ -284,3 +284,23 @@ async fn a_reference_to_one_of_two_amis_keeps_the_other_too() {
     assert!(w.ec2.registered("ami-1") && w.ec2.registered("ami-2"));
     assert_nothing_deleted(&w);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_throttled_check_is_waited_out_and_counted_in_the_arns_throttled() {
+    // GIVEN EC2 throttles the reference check four times, then answers
+    let w = world(cleanup(7), &[("us-east-1", "ami-1")]);
+    w.ec2.fail(
+        "DescribeImageReferences",
+        "us-east-1",
+        4,
+        CallError::throttled("RequestLimitExceeded", "slow down"),
+    );
+    // WHEN the image is named
+    let h = w.run(&direct(false)).await;
+    // THEN throttling is no failed attempt: the image is deleted, and the report says how
+    // often EC2 pushed back
+    let r = h.entry(IMAGE);
+    assert_eq!(r.status, Status::Deleted);
+    assert_eq!(r.throttled, Some(4));
+    w.assert_accounted(&[(REQUEST_ID, IMAGE)], &h);
+}
