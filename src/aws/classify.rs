@@ -15,8 +15,9 @@ use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::operation::put_object::PutObjectError;
 use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchError;
 use aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityError;
-use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
-use aws_smithy_runtime_api::client::result::SdkError;
+// Every SDK crate's `SdkError` and `HttpResponse` are the same smithy types, re-exported.
+use aws_sdk_sqs::config::http::HttpResponse;
+use aws_sdk_sqs::error::SdkError;
 
 use crate::ports::{CallError, ErrorClass, Removal};
 

@@ -18,14 +18,16 @@ use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettin
 use aws_sigv4::sign::v4;
 use aws_smithy_async::time::SharedTimeSource;
 use aws_smithy_http_client::tls;
+// The SDK's body and error types through the SDK crates' own re-exports; the connector
+// traits (sending through the SDK's HTTP client) and `Identity` are re-exported by none, so
+// they come from aws-smithy-runtime-api itself.
+use aws_sdk_s3::config::http::HttpRequest;
+use aws_sdk_s3::primitives::{ByteStream, SdkBody};
+use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_smithy_runtime_api::client::http::{
     HttpConnector, HttpConnectorSettings, SharedHttpConnector,
 };
 use aws_smithy_runtime_api::client::identity::Identity;
-use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
-use aws_smithy_types::body::SdkBody;
-use aws_smithy_types::byte_stream::ByteStream;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use roxmltree::Document;
 use tokio::sync::Mutex;
 
