@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::support::constants::{ACCOUNT, REQUEST_ID};
 use crate::support::fakes::{fake_digest, DlqMode};
 use crate::support::fixtures::sqs_event;
-use crate::support::harness::{config, Harness, Outcome};
+use crate::support::harness::{config, Harness};
 
 const IMAGE: &str = "arn:aws:imagebuilder:us-east-1:123456789012:image/web/1.0.0/1";
 const REGISTRY: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
@@ -58,14 +58,6 @@ fn lists(w: &Harness, arn: &str, listed: &[&str]) {
     );
 }
 
-fn pieces(h: &Outcome) -> Vec<(String, ResourceStatus)> {
-    h.entry(IMAGE)
-        .output_resources
-        .iter()
-        .map(|e| (e.id.clone(), e.status))
-        .collect()
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_latest_tag_a_newer_build_took_is_left_alone_and_only_the_own_digest_is_deleted() {
     // GIVEN build 1 still lists `latest`, which build 2 has taken
@@ -76,7 +68,7 @@ async fn a_latest_tag_a_newer_build_took_is_left_alone_and_only_the_own_digest_i
     // THEN its own image goes and `latest` is reported left alone, saying where it points
     use ResourceStatus::*;
     assert_eq!(
-        pieces(&h),
+        h.pieces(IMAGE),
         [
             (uri(":1.0.0-1"), Deleted),
             (uri(":latest"), SkippedMovedTag)
@@ -118,7 +110,7 @@ async fn a_dry_run_resolves_the_tags_and_previews_which_stay() {
         .await;
     use ResourceStatus::*;
     assert_eq!(
-        pieces(&h),
+        h.pieces(IMAGE),
         [
             (uri(":1.0.0-1"), WouldDelete),
             (uri(":latest"), SkippedMovedTag)
@@ -161,7 +153,7 @@ async fn without_the_version_tag_a_listed_tag_cannot_be_proven_the_builds_and_is
     let h = w.run(&json!({"imageBuildVersionArn": IMAGE})).await;
     // THEN `latest` is not touched, and nothing was sent to BatchDeleteImage
     assert_eq!(
-        pieces(&h),
+        h.pieces(IMAGE),
         [(uri(":latest"), ResourceStatus::SkippedMovedTag)]
     );
     assert_eq!(w.ecr.calls(), 0);
@@ -175,7 +167,7 @@ async fn a_listed_digest_is_deleted_as_it_is() {
     let w = moved_latest(containers(false), &[&format!("@{own}")]);
     let h = w.run(&json!({"imageBuildVersionArn": IMAGE})).await;
     assert_eq!(
-        pieces(&h),
+        h.pieces(IMAGE),
         [(uri(&format!("@{own}")), ResourceStatus::Deleted)]
     );
     assert!(!w.ecr.has_digest("web", &own) && w.ecr.exists("web", "latest"));

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::support::constants::{ACCOUNT, OTHER_ACCOUNT, REQUEST_ID};
 use crate::support::fakes::{DlqMode, Reply};
 use crate::support::fixtures::sqs_event;
-use crate::support::harness::{config, Harness, Outcome};
+use crate::support::harness::{config, Harness};
 
 const IMAGE: &str = "arn:aws:imagebuilder:us-east-1:123456789012:image/web/1.0.0/1";
 const URI: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com/web:1.0.0-1";
@@ -71,15 +71,6 @@ fn direct(extra: Value) -> Value {
     v
 }
 
-/// (id, status) of every output-resource entry, in report order.
-fn pieces(h: &Outcome) -> Vec<(String, ResourceStatus)> {
-    h.entry(IMAGE)
-        .output_resources
-        .iter()
-        .map(|e| (e.id.clone(), e.status))
-        .collect()
-}
-
 fn retryable(code: &str) -> CallError {
     CallError::retryable(code, format!("scripted {code}"))
 }
@@ -97,7 +88,7 @@ async fn full_cleanup_deletes_every_piece_in_its_own_region_and_delete_image_las
     // THEN every piece is gone and reported deleted, the AMI before its snapshots
     use ResourceStatus::*;
     assert_eq!(
-        pieces(&h),
+        h.pieces(IMAGE),
         [
             ("ami-1".into(), Deleted),
             ("snap-1".into(), Deleted),
@@ -332,7 +323,8 @@ async fn a_throttle_that_clears_within_max_attempts_is_invisible() {
     );
     let h = w.run(&direct(json!({}))).await;
     assert_eq!(h.entry(IMAGE).status, Status::Deleted);
-    assert!(pieces(&h)
+    assert!(h
+        .pieces(IMAGE)
         .iter()
         .all(|(_, s)| *s == ResourceStatus::Deleted));
     w.assert_accounted(&[(REQUEST_ID, IMAGE)], &h);
@@ -358,7 +350,7 @@ async fn a_retry_after_a_partial_cleanup_finds_the_rest_and_completes_the_job() 
     // THEN GetImage still names ami-1; it is gone, but the snapshot it left is found and deleted
     use ResourceStatus::*;
     assert_eq!(
-        pieces(&second),
+        second.pieces(IMAGE),
         [
             ("ami-1".into(), AlreadyDeleted),
             ("snap-2".into(), Deleted),
@@ -393,7 +385,7 @@ async fn a_permanent_ec2_error_dead_letters_the_arn_and_leaves_its_snapshots_for
     assert_eq!(r.error_code.as_deref(), Some("UnauthorizedOperation"));
     use ResourceStatus::*;
     assert_eq!(
-        pieces(&h)[..3],
+        h.pieces(IMAGE)[..3],
         [
             ("ami-1".into(), Failed),
             ("snap-1".into(), NotAttempted),
@@ -411,7 +403,7 @@ async fn dry_run_previews_exactly_what_would_be_deleted_and_deletes_nothing() {
     let h = w.run(&direct(json!({"dryRun": true}))).await;
     use ResourceStatus::*;
     assert_eq!(
-        pieces(&h),
+        h.pieces(IMAGE),
         [
             ("ami-1".into(), WouldDelete),
             ("snap-1".into(), WouldDelete),

@@ -12,6 +12,7 @@ use imagebuilder_reaper::engine::Invocation;
 use imagebuilder_reaper::error::ReaperError;
 use imagebuilder_reaper::handler::Handler;
 use imagebuilder_reaper::outcome::Status;
+use imagebuilder_reaper::output_resources::entry::ResourceStatus;
 use imagebuilder_reaper::report::{Report, ResultEntry};
 use serde_json::Value;
 use tokio::time::Instant;
@@ -201,6 +202,15 @@ impl Outcome {
     /// The report; panics with the error if the invocation failed.
     pub fn report(&self) -> &Report {
         self.result.as_ref().expect("the invocation succeeds")
+    }
+
+    /// (id, status) of every output-resource entry of `item`, in report order.
+    pub fn pieces(&self, item: &str) -> Vec<(String, ResourceStatus)> {
+        self.entry(item)
+            .output_resources
+            .iter()
+            .map(|e| (e.id.clone(), e.status))
+            .collect()
     }
 
     /// The report's (first) entry for `item`.
