@@ -688,6 +688,62 @@ async fn e2e_drift_between_plan_and_execution_is_skipped() {
     assert_eq!(report["summary"]["deadLettered"], 0);
 }
 
+/// The image version ARNs the emulator was asked to list builds of, in call order.
+fn listed_versions(world: &World) -> Vec<String> {
+    world
+        .emu
+        .calls()
+        .into_iter()
+        .filter(|c| c.operation == "ListImageBuildVersions")
+        .map(|c| {
+            c.arn
+                .unwrap_or_else(|| panic!("a listing without imageVersionArn"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn e2e_every_version_page_is_listed_and_exact_names_narrow_the_listing() {
+    // GIVEN 12 names × 3 versions × 4 builds: 36 image versions, two ListImages pages
+    let world = World::start(Setup::default()).await;
+    let names: Vec<String> = (0..12).map(|i| format!("app-{i:02}")).collect();
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    world.emu.seed(history(REGION, &name_refs, &[]));
+    // WHEN a plan of every name is made through the binary
+    let plan = plan_of(&world, json!({"plan": {"keepNewest": 2}})).await;
+    // THEN all 144 builds are in it, from both ListImages pages and every version, once each
+    assert_eq!(plan["summary"]["scanned"], 144, "{:#}", plan["summary"]);
+    let calls = world.emu.calls();
+    let list_images = calls.iter().filter(|c| c.operation == "ListImages").count();
+    assert_eq!(list_images, 2);
+    let mut versions = listed_versions(&world);
+    versions.sort();
+    versions.dedup();
+    assert_eq!(versions.len(), 36);
+    assert_eq!(listed_versions(&world).len(), 36);
+    // WHEN a plan names two of them exactly
+    world.emu.reset_stats();
+    let plan = plan_of(
+        &world,
+        json!({"plan": {"names": ["app-03", "app-07"], "keepNewest": 2}}),
+    )
+    .await;
+    // THEN only their builds are scanned, ListImages filtered by name (one page, not two),
+    // and only their 6 versions were listed
+    assert_eq!(plan["summary"]["scanned"], 24);
+    let calls = world.emu.calls();
+    let list_images = calls.iter().filter(|c| c.operation == "ListImages").count();
+    assert_eq!(list_images, 1);
+    let versions = listed_versions(&world);
+    assert_eq!(versions.len(), 6, "{versions:?}");
+    assert!(
+        versions
+            .iter()
+            .all(|v| v.contains("/app-03/") || v.contains("/app-07/")),
+        "{versions:?}"
+    );
+}
+
 #[tokio::test]
 async fn e2e_a_plan_over_two_regions_lists_and_deletes_in_each() {
     // GIVEN "web" in us-east-1 and "api" in eu-west-1
