@@ -4,7 +4,7 @@
 //! check. Above the pure core ([`crate::retention`]), below the handler.
 
 use std::collections::{BTreeMap, HashSet};
-use std::future::{self, Future};
+use std::future::Future;
 
 use futures::stream::{self, Stream, StreamExt, TryStreamExt};
 use serde_json::{json, Value};
@@ -144,9 +144,9 @@ fn response(plan: &Plan, budget: usize) -> Result<Value, RunError> {
 /// Every build version of the selection: per region, the image versions ListImages lists
 /// (page after page; with the `name` filter when every name is exact), then the builds of
 /// each version whose name is selected (ListImageBuildVersions of that version, every page).
-/// Version listings start as soon as their ListImages page arrives, at most
-/// `MAX_CONCURRENCY` at once, so the serial ListImages pages overlap them. The first listing
-/// that fails after retries fails the whole listing: a plan is made from all of it or not at
+/// The ListImages listings run ahead on slots of their own ([`slots`]), so the next page is
+/// already coming while the versions of the last one are listed. The first listing that
+/// fails after retries fails the whole listing: a plan is made from all of it or not at
 /// all. A version or an ARN listed twice (pages shifting under a concurrent build) is kept
 /// once.
 async fn list_all<L: BuildVersions>(
@@ -154,25 +154,35 @@ async fn list_all<L: BuildVersions>(
     selection: &Selection,
     settings: &Settings<'_>,
 ) -> Result<Vec<BuildVersion>, RunError> {
-    let limit = settings.max_concurrency.max(1);
-    let chains = name_chains(&selection.names);
+    let names = name_chains(&selection.names);
+    let listings = selection.regions.len() * names.len();
+    let (chain_slots, version_slots) = slots(settings.max_concurrency, listings);
     let chains = selection
         .regions
         .iter()
-        .flat_map(|region| chains.iter().map(move |names| (region.as_str(), names)));
-    let mut versions_seen = HashSet::new();
-    let lists: Vec<Vec<BuildVersion>> = stream::iter(chains)
-        .map(|(region, names)| Box::pin(image_versions(listing, region, names, settings)))
-        .flatten_unordered(limit)
-        .try_filter(|(_, version)| {
-            let wanted =
-                is_selected(selection, version) && versions_seen.insert(version.arn.clone());
-            future::ready(wanted)
-        })
-        .map_ok(|(region, version)| version_builds(listing, region, version.arn, settings))
-        .try_buffer_unordered(limit)
-        .try_collect()
-        .await?;
+        .flat_map(|region| names.iter().map(move |names| (region.as_str(), names)));
+    let (found, queue) = tokio::sync::mpsc::unbounded_channel();
+    let produce = async move {
+        let mut versions = stream::iter(chains)
+            .map(|(region, names)| Box::pin(image_versions(listing, region, names, settings)))
+            .flatten_unordered(chain_slots);
+        let mut seen = HashSet::new();
+        while let Some((region, version)) = versions.try_next().await? {
+            let wanted = is_selected(selection, &version) && seen.insert(version.arn.clone());
+            // The queue is gone only when a version listing failed, and that error wins.
+            if wanted && found.send((region, version)).is_err() {
+                break;
+            }
+        }
+        Ok(())
+    };
+    let consume = stream::unfold(queue, |mut queue| async move {
+        queue.recv().await.map(|v| (v, queue))
+    })
+    .map(|(region, version)| version_builds(listing, region, version.arn, settings))
+    .buffer_unordered(version_slots)
+    .try_collect::<Vec<Vec<BuildVersion>>>();
+    let ((), lists) = futures::try_join!(produce, consume)?;
     let mut seen = HashSet::new();
     let mut builds: Vec<BuildVersion> = lists
         .into_iter()
@@ -182,6 +192,15 @@ async fn list_all<L: BuildVersions>(
     // Versions finish in any order; the plan must not depend on it.
     builds.sort_by(|a, b| a.arn.cmp(&b.arn));
     Ok(builds)
+}
+
+/// How `MAX_CONCURRENCY` is shared between `listings` ListImages listings and the version
+/// listings: (ListImages listings, version listings) at once. Up to one ListImages listing
+/// per 8 slots (at least one) keeps the versions coming; the rest list versions, so at most
+/// `MAX_CONCURRENCY` calls are in flight (two when it is 1).
+fn slots(max_concurrency: usize, listings: usize) -> (usize, usize) {
+    let chains = (max_concurrency / 8).clamp(1, listings.max(1));
+    (chains, max_concurrency.saturating_sub(chains).max(1))
 }
 
 /// The `name` filters of ListImages: none (one listing of every name) when any name is a

@@ -434,8 +434,16 @@ impl Shared {
     pub(crate) fn list_image_versions(&self, q: &ListQuery) -> Page<(String, String)> {
         let inner = self.lock();
         let owner = q.owner.as_deref().unwrap_or("Self");
-        let mut versions: BTreeMap<SortKey, (String, String)> = BTreeMap::new();
+        // The map is in ARN order, so a version's builds are adjacent: one entry (and its
+        // allocations) per version, not per build.
+        let mut runs: Vec<(&str, &str, SortKey)> = Vec::new();
         for (arn, rec) in &inner.images {
+            let version_arn = model::version_arn_of(arn);
+            let date = rec.date_created();
+            if let Some(run) = runs.last_mut().filter(|r| r.0 == version_arn) {
+                run.1 = run.1.min(date);
+                continue;
+            }
             let Some(parsed) = model::parse_build_version_arn(arn) else {
                 continue;
             };
@@ -447,13 +455,12 @@ impl Shared {
             }
             let mut key = parsed.sort_key();
             key.4 = 0; // one entry per version, whatever the build
-            let version_arn = model::version_arn_of(arn).to_string();
-            let date = rec.date_created().to_string();
-            let entry = versions.entry(key).or_insert((version_arn, date.clone()));
-            if date < entry.1 {
-                entry.1 = date;
-            }
+            runs.push((version_arn, date, key));
         }
+        let versions: BTreeMap<SortKey, (String, String)> = runs
+            .into_iter()
+            .map(|(v, d, k)| (k, (v.to_string(), d.to_string())))
+            .collect();
         let rows: Vec<(SortKey, (String, String))> = if q.by_name {
             newest_per_name(versions)
         } else {
