@@ -753,6 +753,8 @@ impl ListCall {
 
 /// A stored object's address: (bucket, key).
 type ObjectKey = (String, String);
+/// An image version: (version ARN, name).
+type VersionRow = (String, String);
 
 /// ListImages and ListImageBuildVersions over a fixed set of builds per region, `page_size`
 /// per page (tokens are offsets), with a log of every call. An image version exists when it
@@ -762,7 +764,7 @@ type ObjectKey = (String, String);
 pub struct FakeBuildVersions {
     builds: Arc<Mutex<BTreeMap<String, Vec<BuildVersionSummary>>>>,
     /// Image versions listed by ListImages without any build: region → (version ARN, name).
-    empty_versions: Arc<Mutex<BTreeMap<String, Vec<(String, String)>>>>,
+    empty_versions: Arc<Mutex<BTreeMap<String, Vec<VersionRow>>>>,
     failing: Arc<Mutex<HashSet<String>>>,
     calls: Arc<Mutex<Vec<ListCall>>>,
     page_size: usize,
@@ -803,7 +805,7 @@ impl FakeBuildVersions {
         arn.rsplit_once('/').map_or(arn, |(v, _)| v)
     }
     /// `region`'s image versions in ARN order: (version ARN, name).
-    fn versions(&self, region: &str) -> Vec<(String, String)> {
+    fn versions(&self, region: &str) -> Vec<VersionRow> {
         let mut versions: BTreeMap<String, String> = BTreeMap::new();
         for b in self
             .builds
