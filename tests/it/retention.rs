@@ -349,6 +349,27 @@ async fn more_exact_names_than_one_filter_takes_are_listed_ten_at_a_time() {
 }
 
 #[tokio::test]
+async fn a_build_listed_twice_is_planned_once() {
+    // GIVEN a build that the listing returns twice (pages shifting under a concurrent build)
+    let m = memory(None);
+    let arn = m.build(REGION, "web", 1, 1);
+    m.build(REGION, "web", 1, 1);
+    m.build(REGION, "web", 2, 2);
+    // WHEN planned
+    let plan = m
+        .plan(&json!({"plan": {"keepNewest": 0, "allowDeletingNewest": true}}))
+        .await;
+    // THEN it is scanned and planned once
+    assert_eq!(plan["summary"]["scanned"], 2, "{:#}", plan["summary"]);
+    let delete = delete_arns(&plan);
+    assert_eq!(
+        delete.iter().filter(|a| **a == arn).count(),
+        1,
+        "{delete:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_version_whose_listing_fails_makes_no_plan() {
     // GIVEN two versions of "web", the builds of one of them cannot be listed
     let m = memory(Some(BUCKET));
