@@ -358,6 +358,109 @@ def measure_rate_limits(reaper, emulator, log_path, run_id, progress):
     return rows
 
 
+# --- retention plan listing ---------------------------------------------------------------
+
+# The seeded history of the `plan` rows: 500 names × 4 versions × 5 builds = 10,000 builds.
+PLAN_NAMES, PLAN_VERSIONS, PLAN_BUILDS = 500, 4, 5
+PLAN_EVENT = {"plan": {"keepNewest": 3}}
+
+
+def plan_history() -> dict:
+    return {"account": ACCOUNT, "region": REGION,
+            "names": ["bench-image-%03d" % i for i in range(PLAN_NAMES)],
+            "versionsPerName": PLAN_VERSIONS, "buildsPerVersion": PLAN_BUILDS,
+            "start": "2025-06-01T00:00:00.000Z", "stepSeconds": 3600}
+
+
+def invoke_event(fn, emu, event, extra_env, log_path):
+    """Cold start, then one invocation of `event`: wall, VmHWM, CPU, the response, the
+    emulator's stats of the invocation."""
+    emu.reset_stats()
+    with Run(fn, emu.endpoint, extra_env, log_path) as run:
+        run.api.wait_ready()
+        cpu0 = run.api.cpu_seconds()
+        inv = run.api.invoke(event)
+        time.sleep(0.05)
+        mem = run.api.status()
+        cpu = run.api.cpu_seconds() - cpu0
+    stats = emu.stats()
+    if inv.kind != "response":
+        raise RuntimeError("%s: invocation failed: %s" % (fn.name, inv.body[:1000].decode(errors="replace")))
+    return {"wall": inv.t_resp - inv.t_posted, "hwm_kib": mem.get("VmHWM", 0), "cpu": cpu,
+            "response": json.loads(inv.body), "bytes": len(inv.body), "stats": stats}
+
+
+def plan_floor(pages: int, versions: int, c: int, latency: float) -> tuple[float, float]:
+    """(the floor of the function's listing, the issue's literal floor ceil(round trips / C)·L).
+    The ListImages pages are a token chain: P of them take P·L, and the builds of the last
+    page's versions one L more; the versions' listings, C at a time, start one L after the
+    first page; and all P + V calls share the C slots. The floor is the largest of the three."""
+    literal = math.ceil((pages + versions) / c) * latency
+    return max(literal, (pages + 1) * latency, (1 + math.ceil(versions / c)) * latency), literal
+
+
+def measure_plan(reaper, boto3_python, emu_argv, home, repeat, log_path, elog, progress):
+    """The rows of the retention plan listing: the release binary making a plan of 10,000
+    builds at C=16 and C=64, and a boto3 Lambda listing the same serially."""
+    L = 0.020
+    rows, notes = [], []
+    emu = Emulator(emu_argv + ["--port", "0", "--latency-ms", "20"], elog)
+    try:
+        seeded = emu._request("POST", "/_emulator/history", json.dumps(plan_history()).encode())["seeded"]
+        rtt = emulator_round_trip(emu)
+        what = "%d builds (%d names × %d versions × %d builds)" % (seeded, PLAN_NAMES, PLAN_VERSIONS, PLAN_BUILDS)
+        for c in (16, 64):
+            runs = []
+            for i in range(repeat):
+                r = invoke_event(reaper, emu, PLAN_EVENT, {"MAX_CONCURRENCY": str(c), "MAX_ATTEMPTS": "5"}, log_path)
+                runs.append(r)
+                progress("plan C=%d run %d: %.3f s, calls %s, max concurrency %s, summary %s" % (
+                    c, i + 1, r["wall"], r["stats"].get("byOperation"), r["stats"].get("maxConcurrency"),
+                    r["response"].get("summary")))
+            by_op = runs[-1]["stats"].get("byOperation") or {}
+            pages, versions = by_op.get("ListImages", 0), by_op.get("ListImageBuildVersions", 0)
+            trips = pages + versions
+            floor, literal = plan_floor(pages, versions, c, L)
+            walls = [r["wall"] for r in runs]
+            med = statistics.median(walls)
+            hwm = max(r["hwm_kib"] for r in runs)
+            rows.append(("Plan of %s, MAX_CONCURRENCY=%d, L=20 ms" % (what, c),
+                         "%s median of %d (min %s, max %s); %d listing round trips (ListImages %d serial pages + "
+                         "ListImageBuildVersions %d), emulator max concurrency %s; floor %s → ratio %.3f× "
+                         "(the issue's floor ceil(%d/%d)·L = %s → %.3f×; %.3f× the floor at the emulator's measured "
+                         "round trip %.2f ms); CPU time %s; response %.2f MB inline, summary %s" % (
+                             fmt_s(med), len(walls), fmt_s(min(walls)), fmt_s(max(walls)), trips, pages, versions,
+                             runs[-1]["stats"].get("maxConcurrency"), fmt_s(floor), med / floor, trips, c,
+                             fmt_s(literal), med / literal, med / (floor / L * rtt), rtt * 1000,
+                             fmt_s(statistics.median(r["cpu"] for r in runs)), runs[-1]["bytes"] / MB,
+                             json.dumps(runs[-1]["response"].get("summary"), separators=(",", ":"))),
+                         "≤ 1.25× floor", verdict(med / floor <= 1.25)))
+            rows.append(("Peak RSS (VmHWM), plan of 10,000 builds, MAX_CONCURRENCY=%d" % c,
+                         fmt_mb(hwm) + " (max over runs)", "≤ 40 MB", verdict(hwm <= 40 * 1024)))
+            if c == 16:
+                best = med
+        boto3_fn = Function("boto3 plan listing", [boto3_python, os.path.join(ROOT, "bench", "python_runtime.py"),
+                                                   "boto3_plan.handler"], base_env(home))
+        for strategy, label in (("version", "ListImages + ListImageBuildVersions per version, one call at a time"),
+                                ("account", "ListImageBuildVersions without imageVersionArn, page after page")):
+            r = invoke_event(boto3_fn, emu, {"strategy": strategy}, {}, log_path)
+            calls = r["stats"].get("calls", 0)
+            progress("boto3 plan listing (%s): %.3f s, %d calls, %s" % (strategy, r["wall"], calls, r["response"]))
+            rows.append(("boto3 Lambda listing the same serially (bench/boto3_plan.py, %s)" % label,
+                         "%s; %d calls (%.1f ms per call incl. the 20 ms latency); %d builds; peak RSS %s; "
+                         "the reaper (C=16) is %.1f× faster" % (
+                             fmt_s(r["wall"]), calls, r["wall"] / max(1, calls) * 1000,
+                             r["response"].get("scanned", 0), fmt_mb(r["hwm_kib"]), r["wall"] / best),
+                         "(baseline)", "—"))
+    finally:
+        emu.stop()
+    notes.append("Floor: ListImages pages are a nextToken chain (P serial calls), each version's builds one "
+                 "ListImageBuildVersions call (V of them, C at a time, started as their page arrives), all P + V "
+                 "sharing the C slots: floor = max(ceil((P+V)/C), P+1, 1+ceil(V/C)) · L. At C=16 that is the "
+                 "issue's ceil(round trips / C) · L; at C=64 the serial pages decide it.")
+    return rows, notes
+
+
 # --- measurements --------------------------------------------------------------------------
 
 
@@ -463,7 +566,7 @@ def main():
     ap.add_argument("--workdir", default=os.path.join(ROOT, ".bench"))
     ap.add_argument("--doc", default="")
     ap.add_argument("--only", default=os.environ.get("BENCH_ONLY", ""),
-                    help="comma list of: throughput,boto3,init,throttle,rate,size (default all)")
+                    help="comma list of: throughput,boto3,init,throttle,rate,size,plan (default all)")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
     want = lambda k: not only or k in only  # noqa: E731
@@ -699,6 +802,12 @@ def main():
     if want("rate"):
         rate_rows = measure_rate_limits(reaper, emulator, flog, run_id, progress)
 
+    # 8. a retention plan's listing (its own section of docs/performance.md)
+    plan_rows, plan_notes = [], []
+    if want("plan"):
+        plan_rows, plan_notes = measure_plan(reaper, args.python, emu_argv, home,
+                                             int(os.environ.get("BENCH_PLAN_REPEAT", "3")), flog, elog, progress)
+
     # 5. binary size
     if want("size"):
         size = file_size(args.reaper)
@@ -731,6 +840,14 @@ def main():
         # Their own section, so a BENCH_ONLY=rate run can refresh them alone.
         if args.doc:
             write_doc(args.doc, table, [], RATE_BEGIN, RATE_END)
+    if plan_rows:
+        table = render(plan_rows)
+        print(table)
+        for n in plan_notes:
+            print("note: " + n)
+        # Their own section, so a BENCH_ONLY=plan run can refresh them alone.
+        if args.doc:
+            write_doc(args.doc, table, plan_notes, PLAN_BEGIN, PLAN_END)
 
 
 def render(rows) -> str:
@@ -743,6 +860,7 @@ def render(rows) -> str:
 
 BEGIN, END = "<!-- BENCH:BEGIN (written by scripts/bench) -->", "<!-- BENCH:END -->"
 RATE_BEGIN, RATE_END = "<!-- BENCH-RATE:BEGIN (written by scripts/bench) -->", "<!-- BENCH-RATE:END -->"
+PLAN_BEGIN, PLAN_END = "<!-- BENCH-PLAN:BEGIN (written by scripts/bench) -->", "<!-- BENCH-PLAN:END -->"
 
 
 def write_doc(path: str, table: str, notes: list[str], begin: str = BEGIN, end: str = END):

@@ -18,8 +18,8 @@ use crate::arn::ImageArn;
 use crate::limiter::{Limiters, Permit};
 use crate::ports::{
     AmiDescription, AmiReference, AmiUsage, Amis, BuildVersionSummary, BuildVersions, CallError,
-    ContainerImages, Deleted, ErrorClass, ImageInfo, ImageReference, ImageUse, Images, Page,
-    Removal,
+    ContainerImages, Deleted, ErrorClass, ImageInfo, ImageReference, ImageUse, ImageVersionSummary,
+    Images, Page, Removal,
 };
 
 /// Limiter name of EC2 Image Builder.
@@ -141,12 +141,25 @@ impl<P: Amis> Amis for Limited<P> {
 }
 
 impl<P: BuildVersions> BuildVersions for Limited<P> {
+    async fn list_image_versions(
+        &self,
+        region: &str,
+        names: &[String],
+        next_token: Option<String>,
+    ) -> Result<Page<ImageVersionSummary>, CallError> {
+        let call = self.inner.list_image_versions(region, names, next_token);
+        self.limits.run(IMAGEBUILDER, region, call).await
+    }
+
     async fn list_build_versions(
         &self,
         region: &str,
+        version_arn: &str,
         next_token: Option<String>,
     ) -> Result<Page<BuildVersionSummary>, CallError> {
-        let call = self.inner.list_build_versions(region, next_token);
+        let call = self
+            .inner
+            .list_build_versions(region, version_arn, next_token);
         self.limits.run(IMAGEBUILDER, region, call).await
     }
 }

@@ -136,16 +136,39 @@ pub struct BuildVersionSummary {
     pub tags: BTreeMap<String, String>,
 }
 
-/// The account's image build versions, region by region (ListImageBuildVersions without an
-/// image version ARN: every build version the account owns in that region).
+/// One image version as ListImages lists it (`ImageVersion`): what its builds are listed by.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ImageVersionSummary {
+    /// The image version ARN (`…:image/<name>/<x.y.z>`).
+    pub arn: String,
+    pub name: String,
+}
+
+/// The account's images as a retention plan lists them: its own image versions (ListImages),
+/// then the build versions of each (ListImageBuildVersions of one exact version). Each call
+/// goes to `region`'s endpoint.
 pub trait BuildVersions: Send + Sync {
-    /// One page of `region`'s build versions, starting at `next_token`.
+    /// One page of `region`'s image versions owned by the account (deprecated ones too),
+    /// starting at `next_token`; only those named exactly in `names` when it is not empty (at
+    /// most [`MAX_NAME_FILTER_VALUES`]).
+    fn list_image_versions(
+        &self,
+        region: &str,
+        names: &[String],
+        next_token: Option<String>,
+    ) -> impl Future<Output = Result<Page<ImageVersionSummary>, CallError>> + Send;
+    /// One page of the build versions of the image version `version_arn` (in `region`),
+    /// starting at `next_token`.
     fn list_build_versions(
         &self,
         region: &str,
+        version_arn: &str,
         next_token: Option<String>,
     ) -> impl Future<Output = Result<Page<BuildVersionSummary>, CallError>> + Send;
 }
+
+/// The most values one ListImages `name` filter takes (the model's `FilterValues`).
+pub const MAX_NAME_FILTER_VALUES: usize = 10;
 
 /// Where retention plans are kept (S3 objects).
 pub trait PlanStore: Send + Sync {
@@ -435,8 +458,17 @@ impl Unavailable {
 }
 
 impl BuildVersions for Unavailable {
+    async fn list_image_versions(
+        &self,
+        _: &str,
+        _: &[String],
+        _: Option<String>,
+    ) -> Result<Page<ImageVersionSummary>, CallError> {
+        Err(Self::plans_error())
+    }
     async fn list_build_versions(
         &self,
+        _: &str,
         _: &str,
         _: Option<String>,
     ) -> Result<Page<BuildVersionSummary>, CallError> {

@@ -4,15 +4,20 @@
 //! check. Above the pure core ([`crate::retention`]), below the handler.
 
 use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
 
-use futures::StreamExt;
+use futures::stream::{self, Stream, StreamExt, TryStreamExt};
 use serde_json::{json, Value};
 
 use crate::arn;
 use crate::event::{self, Decoded, Item, ItemOptions, PlanCheck};
-use crate::ports::{BuildVersionSummary, BuildVersions, ErrorClass, PlanStore};
+use crate::ports::{
+    BuildVersionSummary, BuildVersions, CallError, ErrorClass, ImageVersionSummary, Page,
+    PlanStore, MAX_NAME_FILTER_VALUES,
+};
 use crate::retention::{
-    self, is_plan_id, items, items_key, plan_key, BuildVersion, Expect, MapItem, Plan, PlanLocation,
+    self, glob, is_plan_id, items, items_key, plan_key, BuildVersion, Expect, MapItem, Plan,
+    PlanLocation, Selection,
 };
 use crate::retry::{with_retries, Attempted, RetryPolicy, Window};
 
@@ -28,7 +33,7 @@ pub struct Settings<'a> {
     pub protect_tag_key: Option<&'a str>,
     /// `PLAN_BUCKET`.
     pub bucket: Option<&'a str>,
-    /// `MAX_CONCURRENCY`: regions listed at once.
+    /// `MAX_CONCURRENCY`: listing calls (and ListImages listings) in flight at once.
     pub max_concurrency: usize,
     /// The largest response without a bucket (the report budget).
     pub response_budget: usize,
@@ -60,7 +65,7 @@ pub async fn make<L: BuildVersions, S: PlanStore>(
 ) -> Result<Value, RunError> {
     let selection = retention::parse_plan_request(request, settings.own_region)
         .map_err(|e| RunError::Invalid(e.to_string()))?;
-    let builds = list_all(listing, &selection.regions, settings).await?;
+    let builds = list_all(listing, &selection, settings).await?;
     let decided = retention::select(&builds, &selection, settings.protect_tag_key, now_ms);
     let id = retention::plan_id(now_ms, unique);
     let mut plan = Plan::new(id, now_ms, selection, &decided);
@@ -136,54 +141,176 @@ fn response(plan: &Plan, budget: usize) -> Result<Value, RunError> {
     }
 }
 
-/// Every build version of every region, each region's pages in order, regions at once
-/// (at most `MAX_CONCURRENCY`). An ARN listed twice (pages shifting under a concurrent
-/// build) is kept once.
+/// Every build version of the selection: per region, the image versions ListImages lists
+/// (page after page; with the `name` filter when every name is exact), then the builds of
+/// each version whose name is selected (ListImageBuildVersions of that version, every page).
+/// The ListImages listings run ahead on slots of their own ([`slots`]), so the next page is
+/// already coming while the versions of the last one are listed. The first listing that
+/// fails after retries fails the whole listing: a plan is made from all of it or not at
+/// all. A version or an ARN listed twice (pages shifting under a concurrent build) is kept
+/// once.
 async fn list_all<L: BuildVersions>(
     listing: &L,
-    regions: &[String],
+    selection: &Selection,
     settings: &Settings<'_>,
 ) -> Result<Vec<BuildVersion>, RunError> {
-    let lists: Vec<Result<Vec<BuildVersion>, RunError>> = futures::stream::iter(regions)
-        .map(|region| list_region(listing, region, settings))
-        .buffered(settings.max_concurrency.max(1))
-        .collect()
-        .await;
+    let names = name_chains(&selection.names);
+    let listings = selection.regions.len() * names.len();
+    let (chain_slots, version_slots) = slots(settings.max_concurrency, listings);
+    let chains = selection
+        .regions
+        .iter()
+        .flat_map(|region| names.iter().map(move |names| (region.as_str(), names)));
+    let (found, queue) = tokio::sync::mpsc::unbounded_channel();
+    let produce = async move {
+        let mut versions = stream::iter(chains)
+            .map(|(region, names)| Box::pin(image_versions(listing, region, names, settings)))
+            .flatten_unordered(chain_slots);
+        let mut seen = HashSet::new();
+        while let Some((region, version)) = versions.try_next().await? {
+            let wanted = is_selected(selection, &version) && seen.insert(version.arn.clone());
+            // The queue is gone only when a version listing failed, and that error wins.
+            if wanted && found.send((region, version)).is_err() {
+                break;
+            }
+        }
+        Ok(())
+    };
+    let consume = stream::unfold(queue, |mut queue| async move {
+        queue.recv().await.map(|v| (v, queue))
+    })
+    .map(|(region, version)| version_builds(listing, region, version.arn, settings))
+    .buffer_unordered(version_slots)
+    .try_collect::<Vec<Vec<BuildVersion>>>();
+    let ((), lists) = futures::try_join!(produce, consume)?;
     let mut seen = HashSet::new();
+    let mut builds: Vec<BuildVersion> = lists
+        .into_iter()
+        .flatten()
+        .filter(|b| seen.insert(b.arn.clone()))
+        .collect();
+    // Versions finish in any order; the plan must not depend on it.
+    builds.sort_by(|a, b| a.arn.cmp(&b.arn));
+    Ok(builds)
+}
+
+/// How `MAX_CONCURRENCY` is shared between `listings` ListImages listings and the version
+/// listings: (ListImages listings, version listings) at once. Up to one ListImages listing
+/// per 8 slots (at least one) keeps the versions coming; the rest list versions, so at most
+/// `MAX_CONCURRENCY` calls are in flight (two when it is 1).
+fn slots(max_concurrency: usize, listings: usize) -> (usize, usize) {
+    let chains = (max_concurrency / 8).clamp(1, listings.max(1));
+    (chains, max_concurrency.saturating_sub(chains).max(1))
+}
+
+/// The `name` filters of ListImages: none (one listing of every name) when any name is a
+/// glob, since the service matches exact values only; else the exact names, at most
+/// [`MAX_NAME_FILTER_VALUES`] per listing.
+fn name_chains(names: &[String]) -> Vec<Vec<String>> {
+    if names.iter().any(|n| n.contains(['*', '?'])) {
+        return vec![Vec::new()];
+    }
+    names
+        .chunks(MAX_NAME_FILTER_VALUES)
+        .map(<[String]>::to_vec)
+        .collect()
+}
+
+/// Whether the builds of a listed image version can be in the plan: its name matches a
+/// glob of `names` (a version listed without a name is listed, not guessed about).
+fn is_selected(selection: &Selection, version: &ImageVersionSummary) -> bool {
+    version.name.is_empty()
+        || selection
+            .names
+            .iter()
+            .any(|g| glob::matches(g, &version.name))
+}
+
+/// The image versions of one ListImages listing (`region`; only `names` when not empty),
+/// each with its region, page after page. A call that fails after retries ends the stream
+/// with its error.
+fn image_versions<'a, L: BuildVersions>(
+    listing: &'a L,
+    region: &'a str,
+    names: &'a [String],
+    settings: &'a Settings<'a>,
+) -> impl Stream<Item = Result<(&'a str, ImageVersionSummary), RunError>> + Send + 'a {
+    let what = format!("ListImages in {region}");
+    stream::try_unfold(Cursor::default(), move |mut cursor| {
+        let what = what.clone();
+        async move {
+            if cursor.done {
+                return Ok(None);
+            }
+            let token = cursor.token.clone();
+            let page = fetch(&what, settings, || {
+                listing.list_image_versions(region, names, token.clone())
+            })
+            .await?;
+            cursor.advance(page.next_token, &what)?;
+            Ok(Some((page.items, cursor)))
+        }
+    })
+    .map_ok(move |items| stream::iter(items.into_iter().map(move |v| Ok((region, v)))))
+    .try_flatten()
+}
+
+/// Every build of the image version `version_arn` (in `region`), page after page.
+async fn version_builds<L: BuildVersions>(
+    listing: &L,
+    region: &str,
+    version_arn: String,
+    settings: &Settings<'_>,
+) -> Result<Vec<BuildVersion>, RunError> {
+    let what = format!("ListImageBuildVersions of {version_arn}");
+    let mut cursor = Cursor::default();
     let mut builds = Vec::new();
-    for list in lists {
-        builds.extend(list?.into_iter().filter(|b| seen.insert(b.arn.clone())));
+    while !cursor.done {
+        let token = cursor.token.clone();
+        let page = fetch(&what, settings, || {
+            listing.list_build_versions(region, &version_arn, token.clone())
+        })
+        .await?;
+        builds.extend(page.items.into_iter().map(build_version));
+        cursor.advance(page.next_token, &what)?;
     }
     Ok(builds)
 }
 
-async fn list_region<L: BuildVersions>(
-    listing: &L,
-    region: &str,
-    settings: &Settings<'_>,
-) -> Result<Vec<BuildVersion>, RunError> {
-    let mut builds = Vec::new();
-    let mut token: Option<String> = None;
-    let mut tokens_seen = HashSet::new();
-    loop {
-        let attempted = with_retries(&settings.policy, settings.window, || {
-            listing.list_build_versions(region, token.clone())
-        })
-        .await;
-        let page = settle(attempted, || format!("ListImageBuildVersions in {region}"))
-            .map_err(RunError::Listing)?;
-        builds.extend(page.items.into_iter().map(build_version));
-        match page.next_token {
-            None => return Ok(builds),
-            // A token served twice would list forever.
-            Some(t) if !tokens_seen.insert(t.clone()) => {
+/// Where a paginated listing is: the token of the next page (`None` for the first), every
+/// token served so far, and whether the last page has been read.
+#[derive(Debug, Default)]
+struct Cursor {
+    token: Option<String>,
+    seen: HashSet<String>,
+    done: bool,
+}
+
+impl Cursor {
+    /// Moves past a page whose `nextToken` was `next`. A token served twice would list
+    /// forever, so it fails the listing.
+    fn advance(&mut self, next: Option<String>, what: &str) -> Result<(), RunError> {
+        match next {
+            None => self.done = true,
+            Some(t) if !self.seen.insert(t.clone()) => {
                 return Err(RunError::Listing(format!(
-                    "ListImageBuildVersions in {region} returned the same nextToken twice"
+                    "{what} returned the same nextToken twice"
                 )))
             }
-            Some(t) => token = Some(t),
+            Some(t) => self.token = Some(t),
         }
+        Ok(())
     }
+}
+
+/// One page of a listing, with retries; `what` names the call in the error.
+async fn fetch<T, F, Fut>(what: &str, settings: &Settings<'_>, call: F) -> Result<Page<T>, RunError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Page<T>, CallError>>,
+{
+    let attempted = with_retries(&settings.policy, settings.window, call).await;
+    settle(attempted, || what.to_owned()).map_err(RunError::Listing)
 }
 
 /// The value of a finished call, or why it failed, naming `what`.

@@ -389,9 +389,19 @@ impl Shared {
     /// not listed) of the query's exact version, or of its region when it names none.
     pub(crate) fn list_build_versions(&self, q: &ListQuery) -> Page<(String, ImageRecord)> {
         let inner = self.lock();
-        let mut rows: Vec<(SortKey, &String, &ImageRecord)> = inner
-            .images
-            .iter()
+        // A version's builds share the prefix `…/name/x.y.z/`: a range of the ARN-ordered map,
+        // so a listing per version does not walk every image of the account.
+        let prefix = q.version_arn.as_ref().map(|v| format!("{v}/"));
+        let scope: Box<dyn Iterator<Item = (&String, &ImageRecord)>> = match &prefix {
+            Some(p) => Box::new(
+                inner
+                    .images
+                    .range::<String, _>(p.clone()..)
+                    .take_while(|(arn, _)| arn.starts_with(p.as_str())),
+            ),
+            None => Box::new(inner.images.iter()),
+        };
+        let mut rows: Vec<(SortKey, &String, &ImageRecord)> = scope
             .filter_map(|(arn, rec)| {
                 let parsed = model::parse_build_version_arn(arn)?;
                 let in_scope = match &q.version_arn {
@@ -403,12 +413,19 @@ impl Shared {
             })
             .collect();
         rows.sort_by(|a, b| a.0.cmp(&b.0));
-        let rows = rows
-            .into_iter()
-            .map(|(k, a, r)| (k, (a.clone(), r.clone())));
-        paginate(rows, q, |arn| {
+        // Only the page's own rows are cloned.
+        let rows = rows.into_iter().map(|(k, a, r)| (k, (a, r)));
+        let page = paginate(rows, q, |arn| {
             model::parse_build_version_arn(arn).map(|p| p.sort_key())
-        })
+        });
+        Page {
+            items: page
+                .items
+                .into_iter()
+                .map(|(a, r)| (a.clone(), r.clone()))
+                .collect(),
+            last: page.last,
+        }
     }
 
     /// ListImages against the state: one `(version ARN, earliest dateCreated)` per image
@@ -417,8 +434,16 @@ impl Shared {
     pub(crate) fn list_image_versions(&self, q: &ListQuery) -> Page<(String, String)> {
         let inner = self.lock();
         let owner = q.owner.as_deref().unwrap_or("Self");
-        let mut versions: BTreeMap<SortKey, (String, String)> = BTreeMap::new();
+        // The map is in ARN order, so a version's builds are adjacent: one entry (and its
+        // allocations) per version, not per build.
+        let mut runs: Vec<(&str, &str, SortKey)> = Vec::new();
         for (arn, rec) in &inner.images {
+            let version_arn = model::version_arn_of(arn);
+            let date = rec.date_created();
+            if let Some(run) = runs.last_mut().filter(|r| r.0 == version_arn) {
+                run.1 = run.1.min(date);
+                continue;
+            }
             let Some(parsed) = model::parse_build_version_arn(arn) else {
                 continue;
             };
@@ -430,13 +455,12 @@ impl Shared {
             }
             let mut key = parsed.sort_key();
             key.4 = 0; // one entry per version, whatever the build
-            let version_arn = model::version_arn_of(arn).to_string();
-            let date = rec.date_created().to_string();
-            let entry = versions.entry(key).or_insert((version_arn, date.clone()));
-            if date < entry.1 {
-                entry.1 = date;
-            }
+            runs.push((version_arn, date, key));
         }
+        let versions: BTreeMap<SortKey, (String, String)> = runs
+            .into_iter()
+            .map(|(v, d, k)| (k, (v.to_string(), d.to_string())))
+            .collect();
         let rows: Vec<(SortKey, (String, String))> = if q.by_name {
             newest_per_name(versions)
         } else {
@@ -577,6 +601,12 @@ trait ArnOf {
 impl<R> ArnOf for (String, R) {
     fn arn(&self) -> &str {
         &self.0
+    }
+}
+
+impl<R> ArnOf for (&String, R) {
+    fn arn(&self) -> &str {
+        self.0
     }
 }
 

@@ -10,6 +10,7 @@ use aws_sdk_imagebuilder::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_imagebuilder::operation::delete_image::DeleteImageError;
 use aws_sdk_imagebuilder::operation::get_image::GetImageError;
 use aws_sdk_imagebuilder::operation::list_image_build_versions::ListImageBuildVersionsError;
+use aws_sdk_imagebuilder::operation::list_images::ListImagesError;
 use aws_sdk_imagebuilder::operation::RequestId;
 use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::operation::put_object::PutObjectError;
@@ -70,6 +71,23 @@ impl ModelledClass for ListImageBuildVersionsError {
             | E::ServiceException(_)
             | E::ServiceUnavailableException(_) => Some(ErrorClass::Retryable),
             // A refused pagination token cannot get better by sending it again.
+            E::ClientException(_)
+            | E::ForbiddenException(_)
+            | E::InvalidPaginationTokenException(_)
+            | E::InvalidRequestException(_) => Some(ErrorClass::Permanent),
+            _ => None,
+        }
+    }
+}
+
+impl ModelledClass for ListImagesError {
+    /// As ListImageBuildVersions: the two listings of a plan fail alike.
+    fn modelled_class(&self) -> Option<ErrorClass> {
+        use ListImagesError as E;
+        match self {
+            E::CallRateLimitExceededException(_)
+            | E::ServiceException(_)
+            | E::ServiceUnavailableException(_) => Some(ErrorClass::Retryable),
             E::ClientException(_)
             | E::ForbiddenException(_)
             | E::InvalidPaginationTokenException(_)

@@ -6,13 +6,15 @@
 
 use aws_config::SdkConfig;
 use aws_sdk_imagebuilder::operation::RequestId;
+use aws_sdk_imagebuilder::types::{Filter, Ownership};
 use aws_sdk_imagebuilder::Client;
 
 use super::classify::classify;
 use super::RegionalClients;
 use crate::arn::ImageArn;
 use crate::ports::{
-    BuildVersionSummary, BuildVersions, CallError, Deleted, ImageInfo, Images, Page,
+    BuildVersionSummary, BuildVersions, CallError, Deleted, ImageInfo, ImageVersionSummary, Images,
+    Page,
 };
 use crate::ports::{OutputAmi, OutputContainer, OutputResources};
 
@@ -93,21 +95,59 @@ impl Images for ImageBuilder {
     }
 }
 
-/// The largest page ListImageBuildVersions serves.
+/// The largest page ListImages and ListImageBuildVersions serve.
 const LIST_PAGE_SIZE: i32 = 25;
 
 impl BuildVersions for ImageBuilder {
-    /// Without `imageVersionArn` (optional in the service model and in the SDK) the call lists
-    /// every build version the account owns in the region, so one paginated call per region
-    /// replaces ListImages followed by one listing per image version.
+    /// ListImages with `owner=Self` (the account's own images; deprecated ones are always
+    /// listed, `includeDeprecated` says so anyway) and, for exact names, the `name` filter.
+    async fn list_image_versions(
+        &self,
+        region: &str,
+        names: &[String],
+        next_token: Option<String>,
+    ) -> Result<Page<ImageVersionSummary>, CallError> {
+        let filter = (!names.is_empty()).then(|| {
+            vec![Filter::builder()
+                .name("name")
+                .set_values(Some(names.to_vec()))
+                .build()]
+        });
+        let out = self
+            .client(region)
+            .list_images()
+            .owner(Ownership::SelfValue)
+            .include_deprecated(true)
+            .set_filters(filter)
+            .max_results(LIST_PAGE_SIZE)
+            .set_next_token(next_token)
+            .send()
+            .await
+            .map_err(|e| classify(&e))?;
+        let text = |v: Option<&str>| v.unwrap_or_default().to_string();
+        Ok(Page {
+            items: out
+                .image_version_list()
+                .iter()
+                .map(|v| ImageVersionSummary {
+                    arn: text(v.arn()),
+                    name: text(v.name()),
+                })
+                .collect(),
+            next_token: more(out.next_token()),
+        })
+    }
+
     async fn list_build_versions(
         &self,
         region: &str,
+        version_arn: &str,
         next_token: Option<String>,
     ) -> Result<Page<BuildVersionSummary>, CallError> {
         let out = self
             .client(region)
             .list_image_build_versions()
+            .image_version_arn(version_arn)
             .max_results(LIST_PAGE_SIZE)
             .set_next_token(next_token)
             .send()
@@ -115,13 +155,15 @@ impl BuildVersions for ImageBuilder {
             .map_err(|e| classify(&e))?;
         Ok(Page {
             items: out.image_summary_list().iter().map(summary).collect(),
-            // An empty token would restart the listing: it means "no more pages" too.
-            next_token: out
-                .next_token()
-                .filter(|t| !t.is_empty())
-                .map(str::to_string),
+            next_token: more(out.next_token()),
         })
     }
+}
+
+/// The token of the next page. An empty token would restart the listing: it means "no more
+/// pages" too.
+fn more(token: Option<&str>) -> Option<String> {
+    token.filter(|t| !t.is_empty()).map(str::to_string)
 }
 
 /// One `ImageSummary` in the SDK's types → the port's.

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use crate::support::constants::{ACCOUNT, REGION};
 use crate::support::fakes::{
-    CallLog, DlqMode, FakeBuildVersions, FakeDlq, FakeImages, FakePlanStore,
+    CallLog, DlqMode, FakeBuildVersions, FakeDlq, FakeImages, FakePlanStore, ListCall,
 };
 use crate::support::fixtures::{eventbridge_event, sqs_event};
 use crate::support::harness::invocation;
@@ -91,14 +91,19 @@ impl Memory {
     }
     /// Adds an AVAILABLE build `name/1.0.0/<build>` in `region` created on day `day` of 2020.
     fn build(&self, region: &str, name: &str, build: u32, day: u32) -> String {
-        let arn = format!("arn:aws:imagebuilder:{region}:{ACCOUNT}:image/{name}/1.0.0/{build}");
+        self.build_of(region, name, "1.0.0", build, day)
+    }
+    /// Adds an AVAILABLE build `name/<version>/<build>` in `region` created on day `day`
+    /// (1–28) of 2020.
+    fn build_of(&self, region: &str, name: &str, version: &str, build: u32, day: u32) -> String {
+        let arn = format!("arn:aws:imagebuilder:{region}:{ACCOUNT}:image/{name}/{version}/{build}");
         let date = format!("2020-01-{day:02}T00:00:00.000Z");
         self.listing.add(
             region,
             BuildVersionSummary {
                 arn: arn.clone(),
                 name: name.into(),
-                version: format!("1.0.0/{build}"),
+                version: format!("{version}/{build}"),
                 status: "AVAILABLE".into(),
                 date_created: date.clone(),
                 tags: BTreeMap::new(),
@@ -131,10 +136,17 @@ async fn a_plan_lists_every_page_of_every_region_and_is_stored_with_its_items() 
     let plan = m
         .plan(&json!({"plan": {"regions": [REGION, OTHER_REGION], "keepNewest": 2}}))
         .await;
-    // THEN every page of both regions was listed
+    // THEN each region's one image version was listed, then every page of its builds
     let calls = m.listing.calls();
-    assert_eq!(calls.iter().filter(|(r, _)| r == REGION).count(), 2);
-    assert_eq!(calls.iter().filter(|(r, _)| r == OTHER_REGION).count(), 1);
+    let builds_pages = |region: &str| {
+        calls
+            .iter()
+            .filter(|c| matches!(c, ListCall::Builds { .. }) && c.region() == region)
+            .count()
+    };
+    assert_eq!(builds_pages(REGION), 2, "{calls:?}");
+    assert_eq!(builds_pages(OTHER_REGION), 1, "{calls:?}");
+    assert_eq!(calls.len(), 5, "{calls:?}");
     // AND per region the 2 newest are kept (an image is a name in one region and account)
     assert_eq!(
         plan["summary"],
@@ -196,6 +208,180 @@ async fn a_listing_failure_makes_no_plan() {
     // THEN the invocation fails as ListingFailed, naming the region, and nothing is stored
     assert_eq!(error_type, "ListingFailed");
     assert!(message.contains(OTHER_REGION), "{message}");
+    assert!(m.store.log().is_empty());
+}
+
+/// The image version ARN of `name/<version>` in `region`.
+fn version_arn(region: &str, name: &str, version: &str) -> String {
+    format!("arn:aws:imagebuilder:{region}:{ACCOUNT}:image/{name}/{version}")
+}
+
+#[tokio::test]
+async fn a_plan_lists_every_image_version_page_and_every_build_page_of_each_version() {
+    // GIVEN 3 names × 9 versions (27 versions: two ListImages pages of 25), one build each,
+    // except "web"/1.0.0 with 30 builds (two pages), and a version without builds
+    let m = memory(None);
+    for name in ["api", "db", "web"] {
+        for v in 0..9 {
+            m.build_of(REGION, name, &format!("1.{v}.0"), 1, 1 + v);
+        }
+    }
+    for b in 2..=30 {
+        m.build_of(REGION, "web", "1.0.0", b, 1);
+    }
+    m.listing
+        .add_empty_version(REGION, &version_arn(REGION, "web", "2.0.0"), "web");
+    // WHEN a plan of every name is made
+    let plan = m.plan(&json!({"plan": {"keepNewest": 1}})).await;
+    // THEN every build of every version is in it: a skipped page or version would be missing
+    assert_eq!(plan["summary"]["scanned"], 27 + 29, "{:#}", plan["summary"]);
+    // AND ListImages was read page after page, without a name filter
+    let calls = m.listing.calls();
+    let versions: Vec<&ListCall> = calls
+        .iter()
+        .filter(|c| matches!(c, ListCall::Versions { .. }))
+        .collect();
+    let expected_pages = [None, Some("25".to_string())].map(|token| ListCall::Versions {
+        region: REGION.into(),
+        names: vec![],
+        token,
+    });
+    assert_eq!(versions, expected_pages.iter().collect::<Vec<_>>());
+    // AND each of the 28 versions was listed once from its first page, the big one twice
+    let mut builds: Vec<(String, Option<String>)> = calls
+        .iter()
+        .filter_map(|c| match c {
+            ListCall::Builds {
+                version_arn, token, ..
+            } => Some((version_arn.clone(), token.clone())),
+            ListCall::Versions { .. } => None,
+        })
+        .collect();
+    builds.sort();
+    let big = version_arn(REGION, "web", "1.0.0");
+    assert_eq!(builds.len(), 29, "{builds:?}");
+    assert_eq!(builds.iter().filter(|(_, t)| t.is_none()).count(), 28);
+    assert!(builds.contains(&(big, Some("25".into()))), "{builds:?}");
+}
+
+#[tokio::test]
+async fn exact_names_filter_list_images_and_globs_skip_versions_of_other_names() {
+    // GIVEN versions of "web", "api" and "db"
+    let m = memory(None);
+    for (i, name) in ["web", "api", "db"].into_iter().enumerate() {
+        m.build_of(REGION, name, "1.0.0", 1, 1 + i as u32);
+        m.build_of(REGION, name, "1.1.0", 1, 10 + i as u32);
+    }
+    let listed_versions = |m: &Memory| -> Vec<String> {
+        m.listing
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                ListCall::Builds { version_arn, .. } => Some(version_arn),
+                ListCall::Versions { .. } => None,
+            })
+            .collect()
+    };
+    // WHEN a plan names "web" and "api" exactly
+    let plan = m
+        .plan(&json!({"plan": {"names": ["web", "api"], "statuses": ["AVAILABLE"]}}))
+        .await;
+    // THEN ListImages carried both names as its `name` filter, and "db" was never listed
+    let calls = m.listing.calls();
+    let ListCall::Versions { names, .. } = &calls[0] else {
+        panic!("{calls:?}")
+    };
+    let mut names = names.clone();
+    names.sort();
+    assert_eq!(names, ["api", "web"]);
+    let versions = listed_versions(&m);
+    assert_eq!(versions.len(), 4, "{versions:?}");
+    assert!(versions.iter().all(|v| !v.contains("/db/")), "{versions:?}");
+    assert_eq!(plan["summary"]["scanned"], 4);
+    // GIVEN a fresh fake WHEN the plan names a glob ("w*")
+    let m2 = memory(None);
+    for name in ["web", "api", "db"] {
+        m2.build_of(REGION, name, "1.0.0", 1, 1);
+    }
+    let plan = m2
+        .plan(&json!({"plan": {"names": ["w*"], "statuses": ["AVAILABLE"]}}))
+        .await;
+    // THEN ListImages has no name filter (the service matches exact names only), and only
+    // the versions of matching names have their builds listed
+    assert!(matches!(&m2.listing.calls()[0], ListCall::Versions { names, .. } if names.is_empty()));
+    assert_eq!(listed_versions(&m2), [version_arn(REGION, "web", "1.0.0")]);
+    assert_eq!(plan["summary"]["scanned"], 1);
+}
+
+#[tokio::test]
+async fn more_exact_names_than_one_filter_takes_are_listed_ten_at_a_time() {
+    // GIVEN 12 names, each with one build
+    let m = memory(None);
+    let names: Vec<String> = (0..12).map(|i| format!("img-{i:02}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        m.build_of(REGION, name, "1.0.0", 1, 1 + i as u32);
+    }
+    // WHEN all 12 are named exactly
+    let plan = m
+        .plan(&json!({"plan": {"names": names, "statuses": ["AVAILABLE"]}}))
+        .await;
+    // THEN two ListImages listings cover them (10 + 2 names: the filter takes at most 10),
+    // and every build is in the plan
+    let mut filters: Vec<Vec<String>> = m
+        .listing
+        .calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            ListCall::Versions { names, .. } => Some(names),
+            ListCall::Builds { .. } => None,
+        })
+        .collect();
+    filters.sort_by_key(Vec::len);
+    assert_eq!(
+        filters.iter().map(Vec::len).collect::<Vec<_>>(),
+        [2, 10],
+        "{filters:?}"
+    );
+    let mut all: Vec<String> = filters.concat();
+    all.sort();
+    assert_eq!(all, names);
+    assert_eq!(plan["summary"]["scanned"], 12);
+}
+
+#[tokio::test]
+async fn a_build_listed_twice_is_planned_once() {
+    // GIVEN a build that the listing returns twice (pages shifting under a concurrent build)
+    let m = memory(None);
+    let arn = m.build(REGION, "web", 1, 1);
+    m.build(REGION, "web", 1, 1);
+    m.build(REGION, "web", 2, 2);
+    // WHEN planned
+    let plan = m
+        .plan(&json!({"plan": {"keepNewest": 0, "allowDeletingNewest": true}}))
+        .await;
+    // THEN it is scanned and planned once
+    assert_eq!(plan["summary"]["scanned"], 2, "{:#}", plan["summary"]);
+    let delete = delete_arns(&plan);
+    assert_eq!(
+        delete.iter().filter(|a| **a == arn).count(),
+        1,
+        "{delete:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_version_whose_listing_fails_makes_no_plan() {
+    // GIVEN two versions of "web", the builds of one of them cannot be listed
+    let m = memory(Some(BUCKET));
+    m.build_of(REGION, "web", "1.0.0", 1, 1);
+    m.build_of(REGION, "web", "1.1.0", 1, 2);
+    let failing = version_arn(REGION, "web", "1.1.0");
+    m.listing.fail(&failing);
+    // WHEN planned
+    let (error_type, message) = m.error_type(&json!({"plan": {"keepNewest": 1}})).await;
+    // THEN ListingFailed naming that version, and no (partial) plan is stored
+    assert_eq!(error_type, "ListingFailed");
+    assert!(message.contains(&failing), "{message}");
     assert!(m.store.log().is_empty());
 }
 
@@ -521,6 +707,62 @@ async fn e2e_drift_between_plan_and_execution_is_skipped() {
     assert_eq!(report["summary"]["skippedPlanDrift"], 3);
     assert_eq!(report["summary"]["deleted"], planned.len() - 3);
     assert_eq!(report["summary"]["deadLettered"], 0);
+}
+
+/// The image version ARNs the emulator was asked to list builds of, in call order.
+fn listed_versions(world: &World) -> Vec<String> {
+    world
+        .emu
+        .calls()
+        .into_iter()
+        .filter(|c| c.operation == "ListImageBuildVersions")
+        .map(|c| {
+            c.arn
+                .unwrap_or_else(|| panic!("a listing without imageVersionArn"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn e2e_every_version_page_is_listed_and_exact_names_narrow_the_listing() {
+    // GIVEN 12 names × 3 versions × 4 builds: 36 image versions, two ListImages pages
+    let world = World::start(Setup::default()).await;
+    let names: Vec<String> = (0..12).map(|i| format!("app-{i:02}")).collect();
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    world.emu.seed(history(REGION, &name_refs, &[]));
+    // WHEN a plan of every name is made through the binary
+    let plan = plan_of(&world, json!({"plan": {"keepNewest": 2}})).await;
+    // THEN all 144 builds are in it, from both ListImages pages and every version, once each
+    assert_eq!(plan["summary"]["scanned"], 144, "{:#}", plan["summary"]);
+    let calls = world.emu.calls();
+    let list_images = calls.iter().filter(|c| c.operation == "ListImages").count();
+    assert_eq!(list_images, 2);
+    let mut versions = listed_versions(&world);
+    versions.sort();
+    versions.dedup();
+    assert_eq!(versions.len(), 36);
+    assert_eq!(listed_versions(&world).len(), 36);
+    // WHEN a plan names two of them exactly
+    world.emu.reset_stats();
+    let plan = plan_of(
+        &world,
+        json!({"plan": {"names": ["app-03", "app-07"], "keepNewest": 2}}),
+    )
+    .await;
+    // THEN only their builds are scanned, ListImages filtered by name (one page, not two),
+    // and only their 6 versions were listed
+    assert_eq!(plan["summary"]["scanned"], 24);
+    let calls = world.emu.calls();
+    let list_images = calls.iter().filter(|c| c.operation == "ListImages").count();
+    assert_eq!(list_images, 1);
+    let versions = listed_versions(&world);
+    assert_eq!(versions.len(), 6, "{versions:?}");
+    assert!(
+        versions
+            .iter()
+            .all(|v| v.contains("/app-03/") || v.contains("/app-07/")),
+        "{versions:?}"
+    );
 }
 
 #[tokio::test]

@@ -10,8 +10,8 @@
 //! - [`FakeEc2`] and [`FakeEcr`]: AMIs, snapshots and container images as the real services
 //!   keep them.
 //!
-//! - [`FakeBuildVersions`] (ListImageBuildVersions) and [`FakePlanStore`] (the S3 plan
-//!   bucket): retention plans.
+//! - [`FakeBuildVersions`] (ListImages, ListImageBuildVersions) and [`FakePlanStore`] (the
+//!   S3 plan bucket): retention plans.
 //!
 //! Image Builder, EC2 and ECR write to one ordered [`CallLog`], so tests can check the
 //! order of calls across services (DeleteImage last).
@@ -24,8 +24,8 @@ use std::time::Duration;
 use imagebuilder_reaper::arn::ImageArn;
 use imagebuilder_reaper::ports::{
     AmiDescription, Amis, BuildVersionSummary, BuildVersions, CallError, ContainerImages,
-    DeadLetterMessage, DeadLetterSink, Deleted, ErrorClass, ImageInfo, Images, Page, PlanStore,
-    Removal,
+    DeadLetterMessage, DeadLetterSink, Deleted, ErrorClass, ImageInfo, ImageVersionSummary, Images,
+    Page, PlanStore, Removal,
 };
 use imagebuilder_reaper::ports::{
     AmiReference, AmiUsage, ImageReference, ImageUse, OutputResources,
@@ -850,16 +850,45 @@ impl ContainerImages for FakeEcr {
 
 // ---- Retention plans ------------------------------------------------------------------------
 
-/// A listing call: (region, nextToken).
-type ListCall = (String, Option<String>);
+/// One listing call, as the fake saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListCall {
+    /// ListImages in `region`, with the `name` filter's values (empty: no filter).
+    Versions {
+        region: String,
+        names: Vec<String>,
+        token: Option<String>,
+    },
+    /// ListImageBuildVersions of one image version.
+    Builds {
+        region: String,
+        version_arn: String,
+        token: Option<String>,
+    },
+}
+
+impl ListCall {
+    pub fn region(&self) -> &str {
+        match self {
+            ListCall::Versions { region, .. } | ListCall::Builds { region, .. } => region,
+        }
+    }
+}
+
 /// A stored object's address: (bucket, key).
 type ObjectKey = (String, String);
+/// An image version: (version ARN, name).
+type VersionRow = (String, String);
 
-/// ListImageBuildVersions over a fixed set of builds per region, `page_size` per page, with a
-/// log of the regions and tokens asked for. A region can be made to fail.
+/// ListImages and ListImageBuildVersions over a fixed set of builds per region, `page_size`
+/// per page (tokens are offsets), with a log of every call. An image version exists when it
+/// has a build (or was added empty); ListImages lists versions in ARN order. A region or one
+/// version can be made to fail.
 #[derive(Clone, Default)]
 pub struct FakeBuildVersions {
     builds: Arc<Mutex<BTreeMap<String, Vec<BuildVersionSummary>>>>,
+    /// Image versions listed by ListImages without any build: region → (version ARN, name).
+    empty_versions: Arc<Mutex<BTreeMap<String, Vec<VersionRow>>>>,
     failing: Arc<Mutex<HashSet<String>>>,
     calls: Arc<Mutex<Vec<ListCall>>>,
     page_size: usize,
@@ -872,44 +901,113 @@ impl FakeBuildVersions {
             ..Default::default()
         }
     }
-    /// Adds a build listed in `region`.
+    /// Adds a build listed in `region` (its image version is the ARN less its build number).
     pub fn add(&self, region: &str, summary: BuildVersionSummary) -> &Self {
         let mut builds = self.builds.lock().unwrap();
         builds.entry(region.to_string()).or_default().push(summary);
         self
     }
-    /// Every call in `region` fails permanently.
-    pub fn fail(&self, region: &str) -> &Self {
-        self.failing.lock().unwrap().insert(region.to_string());
+    /// Adds an image version ListImages lists but whose build list is empty.
+    pub fn add_empty_version(&self, region: &str, version_arn: &str, name: &str) -> &Self {
+        let mut versions = self.empty_versions.lock().unwrap();
+        let entry = versions.entry(region.to_string()).or_default();
+        entry.push((version_arn.to_string(), name.to_string()));
         self
     }
-    /// Every call: (region, nextToken).
+    /// Every call in `region`, or every listing of the image version `region` names, fails
+    /// permanently.
+    pub fn fail(&self, region_or_version: &str) -> &Self {
+        let mut failing = self.failing.lock().unwrap();
+        failing.insert(region_or_version.to_string());
+        self
+    }
+    /// Every call, in order.
     pub fn calls(&self) -> Vec<ListCall> {
         self.calls.lock().unwrap().clone()
+    }
+    fn version_of(arn: &str) -> &str {
+        arn.rsplit_once('/').map_or(arn, |(v, _)| v)
+    }
+    /// `region`'s image versions in ARN order: (version ARN, name).
+    fn versions(&self, region: &str) -> Vec<VersionRow> {
+        let mut versions: BTreeMap<String, String> = BTreeMap::new();
+        for b in self
+            .builds
+            .lock()
+            .unwrap()
+            .get(region)
+            .into_iter()
+            .flatten()
+        {
+            let version = Self::version_of(&b.arn).to_string();
+            versions.entry(version).or_insert_with(|| b.name.clone());
+        }
+        let empty = self.empty_versions.lock().unwrap();
+        versions.extend(empty.get(region).into_iter().flatten().cloned());
+        versions.into_iter().collect()
+    }
+    fn page<T: Clone>(&self, all: &[T], token: Option<String>) -> Page<T> {
+        let start: usize = token.map_or(0, |t| t.parse().unwrap_or(0));
+        let end = (start + self.page_size).min(all.len());
+        Page {
+            items: all.get(start..end).unwrap_or_default().to_vec(),
+            next_token: (end < all.len()).then(|| end.to_string()),
+        }
+    }
+    fn check(&self, keys: &[&str]) -> Result<(), CallError> {
+        let failing = self.failing.lock().unwrap();
+        if keys.iter().any(|k| failing.contains(*k)) {
+            return Err(CallError::permanent("AccessDeniedException", "denied"));
+        }
+        Ok(())
     }
 }
 
 impl BuildVersions for FakeBuildVersions {
+    async fn list_image_versions(
+        &self,
+        region: &str,
+        names: &[String],
+        next_token: Option<String>,
+    ) -> Result<Page<ImageVersionSummary>, CallError> {
+        self.calls.lock().unwrap().push(ListCall::Versions {
+            region: region.to_string(),
+            names: names.to_vec(),
+            token: next_token.clone(),
+        });
+        self.check(&[region])?;
+        let versions: Vec<ImageVersionSummary> = self
+            .versions(region)
+            .into_iter()
+            .filter(|(_, name)| names.is_empty() || names.contains(name))
+            .map(|(arn, name)| ImageVersionSummary { arn, name })
+            .collect();
+        Ok(self.page(&versions, next_token))
+    }
+
     async fn list_build_versions(
         &self,
         region: &str,
+        version_arn: &str,
         next_token: Option<String>,
     ) -> Result<Page<BuildVersionSummary>, CallError> {
-        self.calls
+        self.calls.lock().unwrap().push(ListCall::Builds {
+            region: region.to_string(),
+            version_arn: version_arn.to_string(),
+            token: next_token.clone(),
+        });
+        self.check(&[region, version_arn])?;
+        let builds: Vec<BuildVersionSummary> = self
+            .builds
             .lock()
             .unwrap()
-            .push((region.to_string(), next_token.clone()));
-        if self.failing.lock().unwrap().contains(region) {
-            return Err(CallError::permanent("AccessDeniedException", "denied"));
-        }
-        let start: usize = next_token.map_or(0, |t| t.parse().unwrap_or(0));
-        let builds = self.builds.lock().unwrap();
-        let all = builds.get(region).map(Vec::as_slice).unwrap_or_default();
-        let end = (start + self.page_size).min(all.len());
-        Ok(Page {
-            items: all.get(start..end).unwrap_or_default().to_vec(),
-            next_token: (end < all.len()).then(|| end.to_string()),
-        })
+            .get(region)
+            .into_iter()
+            .flatten()
+            .filter(|b| Self::version_of(&b.arn) == version_arn)
+            .cloned()
+            .collect();
+        Ok(self.page(&builds, next_token))
     }
 }
 
