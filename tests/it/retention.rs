@@ -18,7 +18,7 @@ use crate::support::constants::{ACCOUNT, REGION};
 use crate::support::fakes::{
     CallLog, DlqMode, FakeBuildVersions, FakeDlq, FakeImages, FakePlanStore, ListCall,
 };
-use crate::support::fixtures::{eventbridge_event, sqs_event};
+use crate::support::fixtures::{eventbridge_event, fixture, sqs_event};
 use crate::support::harness::invocation;
 use crate::support::moto::{self, Moto};
 use crate::support::world::{result_for, Setup, World};
@@ -853,4 +853,57 @@ async fn e2e_a_plan_stored_in_s3_is_executed_by_location_and_by_map_items() {
     for arn in &planned {
         assert!(!world.emu.image_exists(arn));
     }
+}
+
+#[tokio::test]
+async fn the_sample_plan_request_makes_the_plan_it_describes() {
+    // GIVEN demo-app with three AVAILABLE builds, the oldest pinned
+    let m = memory(None);
+    let oldest = format!("arn:aws:imagebuilder:{REGION}:{ACCOUNT}:image/demo-app/1.0.0/1");
+    m.listing.add(
+        REGION,
+        BuildVersionSummary {
+            arn: oldest.clone(),
+            name: "demo-app".into(),
+            version: "1.0.0/1".into(),
+            status: "AVAILABLE".into(),
+            date_created: "2020-01-01T00:00:00.000Z".into(),
+            tags: BTreeMap::from([("pinned".to_string(), "yes".to_string())]),
+        },
+    );
+    let middle = m.build(REGION, "demo-app", 2, 2);
+    m.build(REGION, "demo-app", 3, 3);
+    m.build(REGION, "demo-app", 4, 4);
+    // WHEN events/plan-request.json is sent
+    let plan = m.plan(&fixture("plan-request.json")).await;
+    // THEN the two newest are kept, the pinned one is protected, the other is selected
+    assert_eq!(delete_arns(&plan), [middle], "{plan:#}");
+    assert_eq!(keep_reasons(&plan)[&oldest], "protected", "{plan:#}");
+}
+
+#[tokio::test]
+async fn the_sample_stored_plan_execution_previews_that_plan() {
+    // GIVEN a plan stored where events/plan-execute-stored.json points
+    let event = fixture("plan-execute-stored.json");
+    let location = &event["executePlan"]["planLocation"];
+    let key = location["key"].as_str().unwrap();
+    let m = memory(location["bucket"].as_str());
+    let arn = m.build(REGION, "web", 1, 1);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let mut plan = plan_made_at(now, &arn, "2020-01-01T00:00:00.000Z");
+    plan.plan_id = key["plans/".len()..key.len() - ".json".len()].to_string();
+    m.store.insert(
+        location["bucket"].as_str().unwrap(),
+        key,
+        &serde_json::to_value(&plan).unwrap(),
+    );
+    // WHEN the sample is sent
+    let report = m.report(&event).await;
+    // THEN it previews the stored plan's build and deletes nothing
+    assert_eq!(report.results.len(), 1);
+    assert_eq!(report.results[0].status, Status::WouldDelete);
+    assert!(!m.images.is_deleted(&arn));
 }
