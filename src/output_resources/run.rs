@@ -416,7 +416,7 @@ async fn delete_group<C: ContainerImages>(
                 .map(|e| e.with_status(ResourceStatus::AlreadyDeleted))
                 .collect()
         }
-        Call::Failed(err, n) => return entries.map(|e| failed(e, &err, n)).collect(),
+        Call::Failed(err, n) => return entries.map(|e| unresolved(e, &err, n)).collect(),
         Call::NotStarted => return entries.map(|e| e.not_attempted(DEADLINE)).collect(),
     };
     let fates = digest::fates(group, &resolved);
@@ -447,6 +447,21 @@ async fn delete_group<C: ContainerImages>(
                 .with_message(why),
         })
         .collect()
+}
+
+/// The entry of an image whose tags could not be resolved: like the in-use guard, the check
+/// fails closed and always retryably (the answer may come next time), whatever the cause.
+fn unresolved(e: ResourceEntry, err: &CallError, attempts: u32) -> ResourceEntry {
+    let mut e = e.failed(
+        &err.code,
+        format!(
+            "its tags could not be resolved to digests, so nothing in this repository was deleted: {}",
+            err.message
+        ),
+        true,
+    );
+    e.attempts = (attempts > 1).then_some(attempts);
+    e
 }
 
 /// BatchGetImage of the repository's tags, 100 per call, each through the retry loop.

@@ -216,3 +216,23 @@ async fn a_repository_that_is_gone_took_its_images_with_it() {
     assert_eq!(r.output_resources[0].status, ResourceStatus::AlreadyDeleted);
     assert_eq!(r.status, Status::Deleted);
 }
+
+#[tokio::test(start_paused = true)]
+async fn even_a_refused_resolution_fails_closed_as_retryable() {
+    // GIVEN BatchGetImage is refused (say, a missing permission)
+    let w = moved_latest(containers(false), &[":1.0.0-1", ":latest"]);
+    w.ecr.fail_resolving(
+        "web",
+        100,
+        CallError::permanent("AccessDeniedException", "not allowed"),
+    );
+    // WHEN build 1 is named directly
+    let h = w.run(&json!({"imageBuildVersionArn": IMAGE})).await;
+    // THEN nothing is deleted and the ARN is a retryable failure naming the cause
+    let r = h.entry(IMAGE);
+    assert_eq!((r.status, r.retryable), (Status::Failed, Some(true)));
+    assert_eq!(r.error_code.as_deref(), Some("AccessDeniedException"));
+    assert_eq!(w.ecr.calls(), 0);
+    assert!(!w.images.is_deleted(IMAGE) && w.ecr.exists("web", "1.0.0-1"));
+    w.assert_accounted(&[(REQUEST_ID, IMAGE)], &h);
+}
