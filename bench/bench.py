@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from runtime_api import CHILDREN, RuntimeApi, kill_children  # noqa: E402
@@ -358,6 +359,270 @@ def measure_rate_limits(reaper, emulator, log_path, run_id, progress):
     return rows
 
 
+# --- the in-use guard's cost (BENCH_ONLY=guard) --------------------------------------------
+#
+# The guard has no off switch (it is a safety check), so "off" is measured as the guard made
+# free: the EC2 front (ib-emulator --ec2-upstream, in front of moto) adds the same latency L
+# to every EC2 call, except that the guard's own operations get 0 ms in the "free" run. The
+# difference between the two runs is what the guard's round trips cost; moto's own time is in
+# both runs alike.
+
+# The EC2 operations only the guard calls: the cleanup reads each AMI with DescribeImages
+# (which also carries its protection and last launch), the guard adds DescribeImageReferences,
+# and DescribeImageAttribute only for a field that DescribeImages left out.
+GUARD_OPERATIONS = ("DescribeImageReferences", "DescribeImageAttribute")
+EC2_AUTH = ("AWS4-HMAC-SHA256 Credential=test/20260101/%s/ec2/aws4_request, "
+            "SignedHeaders=content-type;host;x-amz-date, Signature=00" % REGION)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MotoServer:
+    """moto_server on a free 127.0.0.1 port (moto skips signature checks: static keys do)."""
+
+    def __init__(self, moto_server: str, log_path: str):
+        self.port = free_port()
+        self.log = open(log_path, "ab")
+        self.proc = subprocess.Popen([moto_server, "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL)
+        CHILDREN.append(self.proc)
+        self.url = "http://127.0.0.1:%d" % self.port
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("moto_server did not start (see %s)" % log_path)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def ec2_query(address: str, action: str, params: dict, conn=None):
+    """One EC2 Query call (form POST) to moto or the front; returns (status, body)."""
+    host, port = address.split(":")
+    own = conn is None
+    conn = conn or http.client.HTTPConnection(host, int(port), timeout=60)
+    body = "Action=%s&Version=2016-11-15" % action + "".join(
+        "&%s=%s" % (k, urllib.parse.quote(str(v), safe="")) for k, v in params.items())
+    conn.request("POST", "/", body, {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
+                                     "X-Amz-Date": "20260101T000000Z", "Authorization": EC2_AUTH})
+    resp = conn.getresponse()
+    data = resp.read().decode(errors="replace")
+    if own:
+        conn.close()
+    return resp.status, data
+
+
+def register_amis(moto: MotoServer, n: int, threads: int = 4) -> list[str]:
+    """n AMIs in moto (RegisterImage: moto gives each one auto-created snapshot)."""
+    out: list = [None] * n
+
+    def work(k):
+        conn = http.client.HTTPConnection("127.0.0.1", moto.port, timeout=60)
+        for i in range(k, n, threads):
+            status, body = ec2_query("127.0.0.1:%d" % moto.port, "RegisterImage",
+                                     {"Name": "guard-bench-%d-%d" % (time.time_ns(), i)}, conn)
+            m = re.search(r"<imageId>(ami-[0-9a-f]+)</imageId>", body)
+            if status != 200 or not m:
+                raise RuntimeError("RegisterImage: %d %s" % (status, body[:300]))
+            out[i] = m.group(1)
+        conn.close()
+
+    workers = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    if any(a is None for a in out):
+        raise RuntimeError("RegisterImage failed for some AMIs")
+    return out
+
+
+def query_round_trip(address: str, action: str, params: dict, n: int = 30) -> float:
+    """Median of n sequential calls on one keep-alive connection with TCP_NODELAY."""
+    host, port = address.split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    conn.connect()
+    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        status, body = ec2_query(address, action, params, conn)
+        times.append(time.perf_counter() - t)
+        if status != 200:
+            raise RuntimeError("%s: %d %s" % (action, status, body[:300]))
+    conn.close()
+    return statistics.median(times)
+
+
+class FrontedEmulator(Emulator):
+    """ib-emulator with its EC2 front (`--ec2-upstream`): two addresses, two sets of stats."""
+
+    def __init__(self, argv: list[str], log_path: str):
+        self.log = open(log_path, "ab")
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.log, stdin=subprocess.DEVNULL)
+        CHILDREN.append(self.proc)
+        first, second = self._first_line(timeout=30), self._first_line(timeout=30)
+        m = re.search(r"^listening on (127\.0\.0\.1:\d+)", first)
+        m2 = re.search(r"^ec2 listening on (127\.0\.0\.1:\d+)", second)
+        if not (m and m2):
+            self.stop()
+            raise RuntimeError("emulator did not say where it listens: %r %r" % (first, second))
+        self.address, self.ec2_address = m.group(1), m2.group(1)
+        self.endpoint, self.ec2_endpoint = "http://" + self.address, "http://" + self.ec2_address
+        threading.Thread(target=self._drain, daemon=True).start()
+        self._conn = None
+
+    def _ec2_control(self, method: str, path: str):
+        host, port = self.ec2_address.split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        conn.request(method, path, b"{}" if method == "POST" else None)
+        resp = conn.getresponse()
+        data = resp.read()
+        conn.close()
+        if resp.status >= 300:
+            raise RuntimeError("EC2 front %s %s: %d %s" % (method, path, resp.status, data[:200]))
+        return json.loads(data) if data else None
+
+    def ec2_stats(self) -> dict:
+        return self._ec2_control("GET", "/_ec2/stats")
+
+    def ec2_reset_stats(self) -> None:
+        self._ec2_control("POST", "/_ec2/reset-stats")
+
+    def seed_images(self, image_arns: list[str], amis: list[str]) -> None:
+        """Image Builder images whose GetImage outputResources name one AMI each."""
+        images = [{"arn": arn, "outputResources": {"amis": [
+            {"region": REGION, "image": ami, "name": "guard bench", "accountId": ACCOUNT,
+             "state": {"status": "AVAILABLE"}}]}} for arn, ami in zip(image_arns, amis)]
+        self._request("POST", "/_emulator/images", json.dumps(images).encode())
+
+
+def guard_run(reaper, new_emulator, moto, n, c, guard_free, tag, log_path):
+    """One cold invocation over n fresh images (one fresh AMI each) with the guard's
+    operations at 0 ms (guard_free) or at L like every other call."""
+    flags = []
+    if guard_free:
+        for op in GUARD_OPERATIONS:
+            flags += ["--ec2-latency", "%s=0" % op]
+    emu = new_emulator(*flags)
+    try:
+        amis = register_amis(moto, n)
+        image_arns = arns(n, tag)
+        emu.seed_images(image_arns, amis)
+        emu.ec2_reset_stats()
+        env = {"AWS_ENDPOINT_URL_EC2": emu.ec2_endpoint, "DELETE_OUTPUT_RESOURCES": "amis",
+               "MAX_CONCURRENCY": str(c), "MAX_ATTEMPTS": "5"}
+        r = invoke_once(reaper, emu, n, env, tag, log_path)
+        r["ec2_stats"] = emu.ec2_stats()
+    finally:
+        emu.stop()
+    s = r["report"].get("summary") or {}
+    if s.get("deleted") != n:
+        raise RuntimeError("guard bench: expected %d deleted, got %s" % (n, s))
+    return r
+
+
+def calls_per_arn(r: dict, n: int) -> dict:
+    """Calls per ARN by operation, Image Builder's and EC2's together."""
+    ops = dict((r["stats"].get("byOperation") or {}))
+    ops.update(r["ec2_stats"].get("byOperation") or {})
+    return {op: k / n for op, k in sorted(ops.items())}
+
+
+def fmt_calls(per_arn: dict) -> str:
+    return ", ".join("%s %.2f" % (op, k) for op, k in per_arn.items() if k)
+
+
+def measure_guard(reaper, emu_argv, moto_server, elog, flog, run_id, repeat, progress):
+    """Rows of the guard's cost: 1,000 ARNs with one AMI each, guard free vs guard on."""
+    n, c, L = 1000, 16, 0.020
+    mlog = os.path.join(os.path.dirname(elog), "moto.log")
+    moto = MotoServer(moto_server, mlog)
+    rows = []
+
+    def new_emulator(*flags):
+        return FrontedEmulator(emu_argv + ["--port", "0", "--latency-ms", "20", "--ec2-upstream", moto.url,
+                                           "--ec2-latency-ms", "20", *flags], elog)
+
+    try:
+        # Calibration: moto's own round trip, and the front's at L, for one AMI's DescribeImages
+        # (with moto's ~1,300 built-in AMIs and this run's 1,000 registered).
+        probe = register_amis(moto, 1, 1)[0]
+        moto_rtt = query_round_trip("127.0.0.1:%d" % moto.port, "DescribeImages", {"ImageId.1": probe})
+        moto_refs_rtt = query_round_trip("127.0.0.1:%d" % moto.port, "DescribeInstances", {})
+        emu = new_emulator()
+        try:
+            front_rtt = query_round_trip(emu.ec2_address, "DescribeImages", {"ImageId.1": probe})
+            front_refs_rtt = query_round_trip(emu.ec2_address, "DescribeImageReferences",
+                                              {"ImageId.1": probe, "IncludeAllResourceTypes": "true"})
+        finally:
+            emu.stop()
+        progress("guard: moto round trip %.1f ms (DescribeImages), %.1f ms (DescribeInstances); front at L=20 ms "
+                 "%.1f ms (DescribeImages), %.1f ms (DescribeImageReferences)" % (
+                     moto_rtt * 1000, moto_refs_rtt * 1000, front_rtt * 1000, front_refs_rtt * 1000))
+        rows.append(("moto's own round trip (raw HTTP, sequential, median of 30)",
+                     "DescribeImages of one AMI %.1f ms; DescribeInstances %.1f ms. Through the EC2 front at "
+                     "L=20 ms: DescribeImages %.1f ms, DescribeImageReferences %.1f ms (the front asks moto for "
+                     "instances and launch templates)" % (moto_rtt * 1000, moto_refs_rtt * 1000, front_rtt * 1000,
+                                                          front_refs_rtt * 1000),
+                     "(calibration)", "—"))
+
+        runs = {True: [], False: []}
+        for i in range(repeat):
+            for free in (True, False):
+                r = guard_run(reaper, new_emulator, moto, n, c, free, "g%s-%s-%d" % ("f" if free else "o", run_id, i),
+                              flog)
+                runs[free].append(r)
+                progress("guard %s run %d: %.3f s (%s; calls/ARN %s; max concurrency Image Builder %s, EC2 %s)" % (
+                    "free" if free else "on", i + 1, r["wall"], summary_counts(r["report"]),
+                    fmt_calls(calls_per_arn(r, n)), r["stats"].get("maxConcurrency"),
+                    r["ec2_stats"].get("maxConcurrency")))
+    finally:
+        moto.stop()
+
+    waves = math.ceil(n / c)
+    bound = waves * L
+    med = {free: statistics.median(r["wall"] for r in runs[free]) for free in (True, False)}
+    for free in (True, False):
+        rs = runs[free]
+        walls = [r["wall"] for r in rs]
+        per = calls_per_arn(rs[-1], n)
+        name = ("Guard free: N=%d ARNs × 1 AMI, C=%d, L=20 ms, %s at 0 ms" % (n, c, " and ".join(GUARD_OPERATIONS))
+                if free else "Guard on: same, every call at L=20 ms")
+        rows.append((name,
+                     "%s median of %d (min %s, max %s); calls per ARN: %s; most calls in flight: Image Builder %s, "
+                     "EC2 %s; function CPU time %s; outcome: %s" % (
+                         fmt_s(med[free]), len(walls), fmt_s(min(walls)), fmt_s(max(walls)), fmt_calls(per),
+                         rs[-1]["stats"].get("maxConcurrency"), rs[-1]["ec2_stats"].get("maxConcurrency"),
+                         fmt_s(statistics.median(r["cpu"] for r in rs)), summary_counts(rs[-1]["report"])),
+                     "(no target)", "—"))
+    extra = med[False] - med[True]
+    guard_calls = sum(v for op, v in calls_per_arn(runs[False][-1], n).items() if op in GUARD_OPERATIONS)
+    rows.append(("The guard's cost: on − free, N=%d, C=%d (MAX_CONCURRENCY: ARNs in flight and calls in flight in "
+                 "total), L=20 ms" % (n, c),
+                 "%s = %.1f ms per wave over ceil(N/C) = %d waves (%.2f guard calls per ARN); one round trip per "
+                 "wave = ceil(N/C)·L = %s; ratio %.2f×" % (
+                     fmt_s(extra), extra / waves * 1000, waves, guard_calls, fmt_s(bound), extra / bound),
+                 "≤ one round trip per wave", verdict(extra <= bound * 1.10)))
+    return rows
+
+
 # --- measurements --------------------------------------------------------------------------
 
 
@@ -462,8 +727,10 @@ def main():
     ap.add_argument("--boto3-repeat", type=int, default=int(os.environ.get("BENCH_BOTO3_REPEAT", "1")))
     ap.add_argument("--workdir", default=os.path.join(ROOT, ".bench"))
     ap.add_argument("--doc", default="")
+    ap.add_argument("--moto-server", default=os.path.join(ROOT, ".venv", "bin", "moto_server"),
+                    help="moto_server (the guard rows run the EC2 front in front of it)")
     ap.add_argument("--only", default=os.environ.get("BENCH_ONLY", ""),
-                    help="comma list of: throughput,boto3,init,throttle,rate,size (default all)")
+                    help="comma list of: throughput,boto3,init,throttle,rate,guard,size (default all)")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
     want = lambda k: not only or k in only  # noqa: E731
@@ -699,6 +966,12 @@ def main():
     if want("rate"):
         rate_rows = measure_rate_limits(reaper, emulator, flog, run_id, progress)
 
+    # 8. the in-use guard's cost: the same ARNs with AMIs, the guard's calls free vs at L
+    guard_rows = []
+    if want("guard"):
+        guard_rows = measure_guard(reaper, emu_argv, args.moto_server, elog, flog, run_id,
+                                   int(os.environ.get("BENCH_GUARD_REPEAT", "2")), progress)
+
     # 5. binary size
     if want("size"):
         size = file_size(args.reaper)
@@ -731,6 +1004,12 @@ def main():
         # Their own section, so a BENCH_ONLY=rate run can refresh them alone.
         if args.doc:
             write_doc(args.doc, table, [], RATE_BEGIN, RATE_END)
+    if guard_rows:
+        table = render(guard_rows)
+        print(table)
+        # Their own section too, so a BENCH_ONLY=guard run can refresh them alone.
+        if args.doc:
+            write_doc(args.doc, table, [], GUARD_BEGIN, GUARD_END)
 
 
 def render(rows) -> str:
@@ -743,6 +1022,7 @@ def render(rows) -> str:
 
 BEGIN, END = "<!-- BENCH:BEGIN (written by scripts/bench) -->", "<!-- BENCH:END -->"
 RATE_BEGIN, RATE_END = "<!-- BENCH-RATE:BEGIN (written by scripts/bench) -->", "<!-- BENCH-RATE:END -->"
+GUARD_BEGIN, GUARD_END = "<!-- BENCH-GUARD:BEGIN (written by scripts/bench) -->", "<!-- BENCH-GUARD:END -->"
 
 
 def write_doc(path: str, table: str, notes: list[str], begin: str = BEGIN, end: str = END):
