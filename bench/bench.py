@@ -387,7 +387,9 @@ class MotoServer:
     def __init__(self, moto_server: str, log_path: str):
         self.port = free_port()
         self.log = open(log_path, "ab")
-        self.proc = subprocess.Popen([moto_server, "-H", "127.0.0.1", "-p", str(self.port)],
+        # Without moto's ~1,300 built-in AMIs, which every DescribeImages would walk past.
+        env = {**os.environ, "MOTO_EC2_LOAD_DEFAULT_AMIS": "false"}
+        self.proc = subprocess.Popen([moto_server, "-H", "127.0.0.1", "-p", str(self.port)], env=env,
                                      stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL)
         CHILDREN.append(self.proc)
         self.url = "http://127.0.0.1:%d" % self.port
@@ -505,6 +507,19 @@ class FrontedEmulator(Emulator):
     def ec2_reset_stats(self) -> None:
         self._ec2_control("POST", "/_ec2/reset-stats")
 
+    def describe_usage(self, amis: list[str]) -> None:
+        """The front's DescribeImages gives each AMI protection `disabled` and a launch long ago."""
+        host, port = self.ec2_address.split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        body = json.dumps({"lastLaunchedTime": "2025-01-01T00:00:00Z", "deregistrationProtection": "disabled"})
+        for ami in amis:
+            conn.request("POST", "/_ec2/images/" + ami, body, {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            data = resp.read()
+            if resp.status >= 300:
+                raise RuntimeError("EC2 front /_ec2/images/%s: %d %s" % (ami, resp.status, data[:200]))
+        conn.close()
+
     def seed_images(self, image_arns: list[str], amis: list[str]) -> None:
         """Image Builder images whose GetImage outputResources name one AMI each."""
         images = [{"arn": arn, "outputResources": {"amis": [
@@ -513,9 +528,12 @@ class FrontedEmulator(Emulator):
         self._request("POST", "/_emulator/images", json.dumps(images).encode())
 
 
-def guard_run(reaper, new_emulator, moto, n, c, guard_free, tag, log_path):
+def guard_run(reaper, new_emulator, moto, n, c, guard_free, described, tag, log_path):
     """One cold invocation over n fresh images (one fresh AMI each) with the guard's
-    operations at 0 ms (guard_free) or at L like every other call."""
+    operations at 0 ms (guard_free) or at L like every other call. `described`: the front's
+    DescribeImages carries each AMI's protection (disabled) and last launch (long ago), as EC2
+    does for an AMI once launched; otherwise both are left out (never launched, and moto's
+    answer), so the guard asks DescribeImageAttribute for them."""
     flags = []
     if guard_free:
         for op in GUARD_OPERATIONS:
@@ -523,6 +541,8 @@ def guard_run(reaper, new_emulator, moto, n, c, guard_free, tag, log_path):
     emu = new_emulator(*flags)
     try:
         amis = register_amis(moto, n)
+        if described:
+            emu.describe_usage(amis)
         image_arns = arns(n, tag)
         emu.seed_images(image_arns, amis)
         emu.ec2_reset_stats()
@@ -549,9 +569,28 @@ def fmt_calls(per_arn: dict) -> str:
     return ", ".join("%s %.2f" % (op, k) for op, k in per_arn.items() if k)
 
 
+def moto_calls(r: dict) -> int:
+    """Requests moto served for one run: every EC2 call but the front's own answers, plus the
+    front's reads behind them (DescribeImageReferences: instances and launch templates;
+    DescribeImageAttribute: the AMI)."""
+    ops = r["ec2_stats"].get("byOperation") or {}
+    return sum(ops.values()) + ops.get("DescribeImageReferences", 0)
+
+
+def guard_scenarios() -> list[tuple[int, bool]]:
+    """(MAX_CONCURRENCY, DescribeImages carries the usage fields) pairs, BENCH_GUARD_SCENARIOS
+    `C:described|bare,...`."""
+    spec = os.environ.get("BENCH_GUARD_SCENARIOS", "4:described,4:bare,16:described")
+    out = []
+    for item in filter(None, (x.strip() for x in spec.split(","))):
+        c, _, kind = item.partition(":")
+        out.append((int(c), kind != "bare"))
+    return out
+
+
 def measure_guard(reaper, emu_argv, moto_server, elog, flog, run_id, repeat, progress):
     """Rows of the guard's cost: 1,000 ARNs with one AMI each, guard free vs guard on."""
-    n, c, L = 1000, 16, 0.020
+    n, L = 1000, 0.020
     mlog = os.path.join(os.path.dirname(elog), "moto.log")
     moto = MotoServer(moto_server, mlog)
     rows = []
@@ -561,11 +600,10 @@ def measure_guard(reaper, emu_argv, moto_server, elog, flog, run_id, repeat, pro
                                            "--ec2-latency-ms", "20", *flags], elog)
 
     try:
-        # Calibration: moto's own round trip, and the front's at L, for one AMI's DescribeImages
-        # (with moto's ~1,300 built-in AMIs and this run's 1,000 registered).
+        # Calibration: moto's own round trip, and the front's at L.
         probe = register_amis(moto, 1, 1)[0]
         moto_rtt = query_round_trip("127.0.0.1:%d" % moto.port, "DescribeImages", {"ImageId.1": probe})
-        moto_refs_rtt = query_round_trip("127.0.0.1:%d" % moto.port, "DescribeInstances", {})
+        moto_inst_rtt = query_round_trip("127.0.0.1:%d" % moto.port, "DescribeInstances", {})
         emu = new_emulator()
         try:
             front_rtt = query_round_trip(emu.ec2_address, "DescribeImages", {"ImageId.1": probe})
@@ -575,52 +613,54 @@ def measure_guard(reaper, emu_argv, moto_server, elog, flog, run_id, repeat, pro
             emu.stop()
         progress("guard: moto round trip %.1f ms (DescribeImages), %.1f ms (DescribeInstances); front at L=20 ms "
                  "%.1f ms (DescribeImages), %.1f ms (DescribeImageReferences)" % (
-                     moto_rtt * 1000, moto_refs_rtt * 1000, front_rtt * 1000, front_refs_rtt * 1000))
+                     moto_rtt * 1000, moto_inst_rtt * 1000, front_rtt * 1000, front_refs_rtt * 1000))
         rows.append(("moto's own round trip (raw HTTP, sequential, median of 30)",
                      "DescribeImages of one AMI %.1f ms; DescribeInstances %.1f ms. Through the EC2 front at "
-                     "L=20 ms: DescribeImages %.1f ms, DescribeImageReferences %.1f ms (the front asks moto for "
-                     "instances and launch templates)" % (moto_rtt * 1000, moto_refs_rtt * 1000, front_rtt * 1000,
-                                                          front_refs_rtt * 1000),
+                     "L=20 ms: DescribeImages %.1f ms, DescribeImageReferences %.1f ms (the front reads instances "
+                     "and launch templates from moto for it)" % (
+                         moto_rtt * 1000, moto_inst_rtt * 1000, front_rtt * 1000, front_refs_rtt * 1000),
                      "(calibration)", "—"))
-
-        runs = {True: [], False: []}
-        for i in range(repeat):
-            for free in (True, False):
-                r = guard_run(reaper, new_emulator, moto, n, c, free, "g%s-%s-%d" % ("f" if free else "o", run_id, i),
-                              flog)
-                runs[free].append(r)
-                progress("guard %s run %d: %.3f s (%s; calls/ARN %s; max concurrency Image Builder %s, EC2 %s)" % (
-                    "free" if free else "on", i + 1, r["wall"], summary_counts(r["report"]),
-                    fmt_calls(calls_per_arn(r, n)), r["stats"].get("maxConcurrency"),
-                    r["ec2_stats"].get("maxConcurrency")))
+        for c, described in guard_scenarios():
+            runs = {True: [], False: []}
+            for i in range(repeat):
+                for free in (True, False):
+                    tag = "g%d%s%s-%s-%d" % (c, "d" if described else "b", "f" if free else "o", run_id, i)
+                    r = guard_run(reaper, new_emulator, moto, n, c, free, described, tag, flog)
+                    runs[free].append(r)
+                    progress("guard C=%d %s, %s run %d: %.3f s (%s; calls/ARN %s; most in flight: Image Builder %s, "
+                             "EC2 %s)" % (c, "described" if described else "bare", "free" if free else "on", i + 1,
+                                          r["wall"], summary_counts(r["report"]), fmt_calls(calls_per_arn(r, n)),
+                                          r["stats"].get("maxConcurrency"), r["ec2_stats"].get("maxConcurrency")))
+            rows.append(guard_row(n, c, L, described, runs, moto_rtt))
     finally:
         moto.stop()
+    return rows
 
+
+def guard_row(n, c, L, described, runs, moto_rtt):
+    """One scenario: guard free vs on, the difference against one round trip per wave."""
     waves = math.ceil(n / c)
     bound = waves * L
     med = {free: statistics.median(r["wall"] for r in runs[free]) for free in (True, False)}
-    for free in (True, False):
-        rs = runs[free]
-        walls = [r["wall"] for r in rs]
-        per = calls_per_arn(rs[-1], n)
-        name = ("Guard free: N=%d ARNs × 1 AMI, C=%d, L=20 ms, %s at 0 ms" % (n, c, " and ".join(GUARD_OPERATIONS))
-                if free else "Guard on: same, every call at L=20 ms")
-        rows.append((name,
-                     "%s median of %d (min %s, max %s); calls per ARN: %s; most calls in flight: Image Builder %s, "
-                     "EC2 %s; function CPU time %s; outcome: %s" % (
-                         fmt_s(med[free]), len(walls), fmt_s(min(walls)), fmt_s(max(walls)), fmt_calls(per),
-                         rs[-1]["stats"].get("maxConcurrency"), rs[-1]["ec2_stats"].get("maxConcurrency"),
-                         fmt_s(statistics.median(r["cpu"] for r in rs)), summary_counts(rs[-1]["report"])),
-                     "(no target)", "—"))
     extra = med[False] - med[True]
-    guard_calls = sum(v for op, v in calls_per_arn(runs[False][-1], n).items() if op in GUARD_OPERATIONS)
-    rows.append(("The guard's cost: on − free, N=%d, C=%d (MAX_CONCURRENCY: ARNs in flight and calls in flight in "
-                 "total), L=20 ms" % (n, c),
-                 "%s = %.1f ms per wave over ceil(N/C) = %d waves (%.2f guard calls per ARN); one round trip per "
-                 "wave = ceil(N/C)·L = %s; ratio %.2f×" % (
-                     fmt_s(extra), extra / waves * 1000, waves, guard_calls, fmt_s(bound), extra / bound),
-                 "≤ one round trip per wave", verdict(extra <= bound * 1.10)))
-    return rows
+    on = runs[False][-1]
+    per = calls_per_arn(on, n)
+    guard_calls = sum(v for op, v in per.items() if op in GUARD_OPERATIONS)
+    busy = moto_calls(on) * moto_rtt
+    spread = lambda rs: "" if len(rs) < 2 else " (%s–%s)" % (  # noqa: E731
+        fmt_s(min(r["wall"] for r in rs)), fmt_s(max(r["wall"] for r in rs)))
+    what = ("DescribeImages carries protection and last launch" if described
+            else "DescribeImages leaves protection and last launch out (never launched)")
+    return ("Guard cost: N=%d ARNs × 1 AMI, C=%d (MAX_CONCURRENCY), L=20 ms on every call; %s" % (n, c, what),
+            "guard free (%s at 0 ms) %s%s, guard on %s%s, median of %d → **+%s = %.1f ms per wave** over "
+            "ceil(N/C) = %d waves; one round trip per wave = ceil(N/C)·L = %s; ratio %.2f×. Guard calls per ARN "
+            "%.2f; all calls per ARN (on): %s; most in flight: Image Builder %s, EC2 %s; moto busy ≈ %s of the "
+            "%s (its calls × its round trip)" % (
+                " and ".join(GUARD_OPERATIONS), fmt_s(med[True]), spread(runs[True]), fmt_s(med[False]),
+                spread(runs[False]), len(runs[True]), fmt_s(extra), extra / waves * 1000, waves, fmt_s(bound),
+                extra / bound, guard_calls, fmt_calls(per), on["stats"].get("maxConcurrency"),
+                on["ec2_stats"].get("maxConcurrency"), fmt_s(busy), fmt_s(med[False])),
+            "≤ one round trip per wave (+10 %)", verdict(extra <= bound * 1.10))
 
 
 # --- measurements --------------------------------------------------------------------------
