@@ -318,9 +318,14 @@ async fn when_describe_images_carries_protection_and_launch_the_guard_adds_only_
 
 #[tokio::test(start_paused = true)]
 async fn protection_or_a_recent_launch_read_from_describe_images_keeps_the_image() {
-    // GIVEN DescribeImages carrying protection on one image's AMI, a recent launch on another's
+    // GIVEN DescribeImages carrying protection on one image's AMI (launched long ago, so both
+    // fields are there), a recent launch on another's
     let protected = world(cleanup(7), &[("us-east-1", "ami-1")]);
-    protected.ec2.describes_usage().protect("ami-1");
+    protected
+        .ec2
+        .describes_usage()
+        .protect("ami-1")
+        .launched("ami-1", &days_ago(30));
     let launched = world(cleanup(7), &[("us-east-1", "ami-1")]);
     launched
         .ec2
