@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from runtime_api import CHILDREN, RuntimeApi, kill_children  # noqa: E402
@@ -460,6 +461,313 @@ def measure_plan(reaper, boto3_python, emu_argv, home, repeat, log_path, elog, p
                  "issue's ceil(round trips / C) · L; at C=64 the serial pages decide it.")
     return rows, notes
 
+# --- the in-use guard's cost (BENCH_ONLY=guard) --------------------------------------------
+#
+# The guard has no off switch (it is a safety check), so "off" is measured as the guard made
+# free: the EC2 front (ib-emulator --ec2-upstream, in front of moto) adds the same latency L
+# to every EC2 call, except that the guard's own operations get 0 ms in the "free" run. The
+# difference between the two runs is what the guard's round trips cost; moto's own time is in
+# both runs alike.
+
+# The EC2 operations only the guard calls: the cleanup reads each AMI with DescribeImages
+# (which also carries its protection and last launch), the guard adds DescribeImageReferences,
+# and DescribeImageAttribute only for a field that DescribeImages left out.
+GUARD_OPERATIONS = ("DescribeImageReferences", "DescribeImageAttribute")
+EC2_AUTH = ("AWS4-HMAC-SHA256 Credential=test/20260101/%s/ec2/aws4_request, "
+            "SignedHeaders=content-type;host;x-amz-date, Signature=00" % REGION)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MotoServer:
+    """moto_server on a free 127.0.0.1 port (moto skips signature checks: static keys do)."""
+
+    def __init__(self, moto_server: str, log_path: str):
+        self.port = free_port()
+        self.log = open(log_path, "ab")
+        # Without moto's ~1,300 built-in AMIs, which every DescribeImages would walk past.
+        env = {**os.environ, "MOTO_EC2_LOAD_DEFAULT_AMIS": "false"}
+        self.proc = subprocess.Popen([moto_server, "-H", "127.0.0.1", "-p", str(self.port)], env=env,
+                                     stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL)
+        CHILDREN.append(self.proc)
+        self.url = "http://127.0.0.1:%d" % self.port
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("moto_server did not start (see %s)" % log_path)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def ec2_query(address: str, action: str, params: dict, conn=None):
+    """One EC2 Query call (form POST) to moto or the front; returns (status, body)."""
+    host, port = address.split(":")
+    own = conn is None
+    conn = conn or http.client.HTTPConnection(host, int(port), timeout=60)
+    body = "Action=%s&Version=2016-11-15" % action + "".join(
+        "&%s=%s" % (k, urllib.parse.quote(str(v), safe="")) for k, v in params.items())
+    conn.request("POST", "/", body, {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
+                                     "X-Amz-Date": "20260101T000000Z", "Authorization": EC2_AUTH})
+    resp = conn.getresponse()
+    data = resp.read().decode(errors="replace")
+    if own:
+        conn.close()
+    return resp.status, data
+
+
+def register_amis(moto: MotoServer, n: int, threads: int = 4) -> list[str]:
+    """n AMIs in moto (RegisterImage: moto gives each one auto-created snapshot)."""
+    out: list = [None] * n
+
+    def work(k):
+        conn = http.client.HTTPConnection("127.0.0.1", moto.port, timeout=60)
+        for i in range(k, n, threads):
+            status, body = ec2_query("127.0.0.1:%d" % moto.port, "RegisterImage",
+                                     {"Name": "guard-bench-%d-%d" % (time.time_ns(), i)}, conn)
+            m = re.search(r"<imageId>(ami-[0-9a-f]+)</imageId>", body)
+            if status != 200 or not m:
+                raise RuntimeError("RegisterImage: %d %s" % (status, body[:300]))
+            out[i] = m.group(1)
+        conn.close()
+
+    workers = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    if any(a is None for a in out):
+        raise RuntimeError("RegisterImage failed for some AMIs")
+    return out
+
+
+def query_round_trip(address: str, action: str, params: dict, n: int = 30) -> float:
+    """Median of n sequential calls on one keep-alive connection with TCP_NODELAY."""
+    host, port = address.split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    conn.connect()
+    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        status, body = ec2_query(address, action, params, conn)
+        times.append(time.perf_counter() - t)
+        if status != 200:
+            raise RuntimeError("%s: %d %s" % (action, status, body[:300]))
+    conn.close()
+    return statistics.median(times)
+
+
+class FrontedEmulator(Emulator):
+    """ib-emulator with its EC2 front (`--ec2-upstream`): two addresses, two sets of stats."""
+
+    def __init__(self, argv: list[str], log_path: str):
+        self.log = open(log_path, "ab")
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.log, stdin=subprocess.DEVNULL)
+        CHILDREN.append(self.proc)
+        first, second = self._first_line(timeout=30), self._first_line(timeout=30)
+        m = re.search(r"^listening on (127\.0\.0\.1:\d+)", first)
+        m2 = re.search(r"^ec2 listening on (127\.0\.0\.1:\d+)", second)
+        if not (m and m2):
+            self.stop()
+            raise RuntimeError("emulator did not say where it listens: %r %r" % (first, second))
+        self.address, self.ec2_address = m.group(1), m2.group(1)
+        self.endpoint, self.ec2_endpoint = "http://" + self.address, "http://" + self.ec2_address
+        threading.Thread(target=self._drain, daemon=True).start()
+        self._conn = None
+
+    def _ec2_control(self, method: str, path: str):
+        host, port = self.ec2_address.split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        conn.request(method, path, b"{}" if method == "POST" else None)
+        resp = conn.getresponse()
+        data = resp.read()
+        conn.close()
+        if resp.status >= 300:
+            raise RuntimeError("EC2 front %s %s: %d %s" % (method, path, resp.status, data[:200]))
+        return json.loads(data) if data else None
+
+    def ec2_stats(self) -> dict:
+        return self._ec2_control("GET", "/_ec2/stats")
+
+    def ec2_reset_stats(self) -> None:
+        self._ec2_control("POST", "/_ec2/reset-stats")
+
+    def describe_usage(self, amis: list[str]) -> None:
+        """The front's DescribeImages gives each AMI protection `disabled` and a launch long ago."""
+        host, port = self.ec2_address.split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        body = json.dumps({"lastLaunchedTime": "2025-01-01T00:00:00Z", "deregistrationProtection": "disabled"})
+        for ami in amis:
+            conn.request("POST", "/_ec2/images/" + ami, body, {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            data = resp.read()
+            if resp.status >= 300:
+                raise RuntimeError("EC2 front /_ec2/images/%s: %d %s" % (ami, resp.status, data[:200]))
+        conn.close()
+
+    def seed_images(self, image_arns: list[str], amis: list[str]) -> None:
+        """Image Builder images whose GetImage outputResources name one AMI each."""
+        images = [{"arn": arn, "outputResources": {"amis": [
+            {"region": REGION, "image": ami, "name": "guard bench", "accountId": ACCOUNT,
+             "state": {"status": "AVAILABLE"}}]}} for arn, ami in zip(image_arns, amis)]
+        self._request("POST", "/_emulator/images", json.dumps(images).encode())
+
+
+def guard_run(reaper, new_emulator, moto, n, c, guard_free, described, tag, log_path):
+    """One cold invocation over n fresh images (one fresh AMI each) with the guard's
+    operations at 0 ms (guard_free) or at L like every other call. `described`: the front's
+    DescribeImages carries each AMI's protection (disabled) and last launch (long ago), as EC2
+    does for an AMI once launched; otherwise both are left out (never launched, and moto's
+    answer), so the guard asks DescribeImageAttribute for them."""
+    flags = []
+    if guard_free:
+        for op in GUARD_OPERATIONS:
+            flags += ["--ec2-latency", "%s=0" % op]
+    emu = new_emulator(*flags)
+    try:
+        amis = register_amis(moto, n)
+        if described:
+            emu.describe_usage(amis)
+        image_arns = arns(n, tag)
+        emu.seed_images(image_arns, amis)
+        emu.ec2_reset_stats()
+        env = {"AWS_ENDPOINT_URL_EC2": emu.ec2_endpoint, "DELETE_OUTPUT_RESOURCES": "amis",
+               "MAX_CONCURRENCY": str(c), "MAX_ATTEMPTS": "5"}
+        r = invoke_once(reaper, emu, n, env, tag, log_path)
+        r["ec2_stats"] = emu.ec2_stats()
+    finally:
+        emu.stop()
+    s = r["report"].get("summary") or {}
+    if s.get("deleted") != n:
+        raise RuntimeError("guard bench: expected %d deleted, got %s" % (n, s))
+    return r
+
+
+def calls_per_arn(r: dict, n: int) -> dict:
+    """Calls per ARN by operation, Image Builder's and EC2's together."""
+    ops = dict((r["stats"].get("byOperation") or {}))
+    ops.update(r["ec2_stats"].get("byOperation") or {})
+    return {op: k / n for op, k in sorted(ops.items())}
+
+
+def fmt_calls(per_arn: dict) -> str:
+    return ", ".join("%s %.2f" % (op, k) for op, k in per_arn.items() if k)
+
+
+def moto_calls(r: dict) -> int:
+    """Requests moto served for one run: every EC2 call but the front's own answers, plus the
+    front's reads behind them (DescribeImageReferences: instances and launch templates;
+    DescribeImageAttribute: the AMI)."""
+    ops = r["ec2_stats"].get("byOperation") or {}
+    return sum(ops.values()) + ops.get("DescribeImageReferences", 0)
+
+
+def guard_scenarios() -> list[tuple[int, bool]]:
+    """(MAX_CONCURRENCY, DescribeImages carries the usage fields) pairs, BENCH_GUARD_SCENARIOS
+    `C:described|bare,...`."""
+    spec = os.environ.get("BENCH_GUARD_SCENARIOS", "4:described,4:bare,16:described")
+    out = []
+    for item in filter(None, (x.strip() for x in spec.split(","))):
+        c, _, kind = item.partition(":")
+        out.append((int(c), kind != "bare"))
+    return out
+
+
+def measure_guard(reaper, emu_argv, moto_server, elog, flog, run_id, repeat, progress):
+    """Rows of the guard's cost: 1,000 ARNs with one AMI each, guard free vs guard on."""
+    n, L = 1000, 0.020
+    mlog = os.path.join(os.path.dirname(elog), "moto.log")
+    moto = MotoServer(moto_server, mlog)
+    rows = []
+
+    def new_emulator(*flags):
+        return FrontedEmulator(emu_argv + ["--port", "0", "--latency-ms", "20", "--ec2-upstream", moto.url,
+                                           "--ec2-latency-ms", "20", *flags], elog)
+
+    try:
+        # Calibration: moto's own round trip, and the front's at L.
+        probe = register_amis(moto, 1, 1)[0]
+        moto_rtt = query_round_trip("127.0.0.1:%d" % moto.port, "DescribeImages", {"ImageId.1": probe})
+        moto_inst_rtt = query_round_trip("127.0.0.1:%d" % moto.port, "DescribeInstances", {})
+        emu = new_emulator()
+        try:
+            front_rtt = query_round_trip(emu.ec2_address, "DescribeImages", {"ImageId.1": probe})
+            front_refs_rtt = query_round_trip(emu.ec2_address, "DescribeImageReferences",
+                                              {"ImageId.1": probe, "IncludeAllResourceTypes": "true"})
+        finally:
+            emu.stop()
+        progress("guard: moto round trip %.1f ms (DescribeImages), %.1f ms (DescribeInstances); front at L=20 ms "
+                 "%.1f ms (DescribeImages), %.1f ms (DescribeImageReferences)" % (
+                     moto_rtt * 1000, moto_inst_rtt * 1000, front_rtt * 1000, front_refs_rtt * 1000))
+        rows.append(("moto's own round trip (raw HTTP, sequential, median of 30)",
+                     "DescribeImages of one AMI %.1f ms; DescribeInstances %.1f ms. Through the EC2 front at "
+                     "L=20 ms: DescribeImages %.1f ms, DescribeImageReferences %.1f ms (the front reads instances "
+                     "and launch templates from moto for it)" % (
+                         moto_rtt * 1000, moto_inst_rtt * 1000, front_rtt * 1000, front_refs_rtt * 1000),
+                     "(calibration)", "—"))
+        for c, described in guard_scenarios():
+            runs = {True: [], False: []}
+            for i in range(repeat):
+                for free in (True, False):
+                    tag = "g%d%s%s-%s-%d" % (c, "d" if described else "b", "f" if free else "o", run_id, i)
+                    r = guard_run(reaper, new_emulator, moto, n, c, free, described, tag, flog)
+                    runs[free].append(r)
+                    progress("guard C=%d %s, %s run %d: %.3f s (%s; calls/ARN %s; most in flight: Image Builder %s, "
+                             "EC2 %s)" % (c, "described" if described else "bare", "free" if free else "on", i + 1,
+                                          r["wall"], summary_counts(r["report"]), fmt_calls(calls_per_arn(r, n)),
+                                          r["stats"].get("maxConcurrency"), r["ec2_stats"].get("maxConcurrency")))
+            rows.append(guard_row(n, c, L, described, runs, moto_rtt))
+    finally:
+        moto.stop()
+    return rows
+
+
+def guard_row(n, c, L, described, runs, moto_rtt):
+    """One scenario: guard free vs on, the difference against one round trip per wave."""
+    waves = math.ceil(n / c)
+    bound = waves * L
+    med = {free: statistics.median(r["wall"] for r in runs[free]) for free in (True, False)}
+    extra = med[False] - med[True]
+    on = runs[False][-1]
+    per = calls_per_arn(on, n)
+    guard_calls = sum(v for op, v in per.items() if op in GUARD_OPERATIONS)
+    busy = moto_calls(on) * moto_rtt
+    spread = lambda rs: "" if len(rs) < 2 else " (%s–%s)" % (  # noqa: E731
+        fmt_s(min(r["wall"] for r in rs)), fmt_s(max(r["wall"] for r in rs)))
+    what = ("DescribeImages carries protection and last launch" if described
+            else "DescribeImages leaves protection and last launch out (never launched)")
+    # moto serves one request at a time (GIL): when its work alone fills the wall time, the
+    # run measures moto, and the injected latency hides behind its queue.
+    moto_bound = busy >= 0.8 * med[False]
+    return ("Guard cost: N=%d ARNs × 1 AMI, C=%d (MAX_CONCURRENCY), L=20 ms on every call; %s" % (n, c, what),
+            "guard free (%s at 0 ms) %s%s, guard on %s%s, median of %d → **%+.3f s = %.1f ms per wave** over "
+            "ceil(N/C) = %d waves; one round trip per wave = ceil(N/C)·L = %s; ratio %.2f×. Guard calls per ARN "
+            "%.2f; all calls per ARN (on): %s; most in flight: Image Builder %s, EC2 %s; moto's calls × its round "
+            "trip ≈ %s of the %s%s" % (
+                " and ".join(GUARD_OPERATIONS), fmt_s(med[True]), spread(runs[True]), fmt_s(med[False]),
+                spread(runs[False]), len(runs[True]), extra, extra / waves * 1000, waves, fmt_s(bound),
+                extra / bound, guard_calls, fmt_calls(per), on["stats"].get("maxConcurrency"),
+                on["ec2_stats"].get("maxConcurrency"), fmt_s(busy), fmt_s(med[False]),
+                " — moto-bound: this pair measures moto, not the latency" if moto_bound else ""),
+            "≤ one round trip per wave (+10 %)", "—" if moto_bound else verdict(extra <= bound * 1.10))
+
 
 # --- measurements --------------------------------------------------------------------------
 
@@ -565,8 +873,10 @@ def main():
     ap.add_argument("--boto3-repeat", type=int, default=int(os.environ.get("BENCH_BOTO3_REPEAT", "1")))
     ap.add_argument("--workdir", default=os.path.join(ROOT, ".bench"))
     ap.add_argument("--doc", default="")
+    ap.add_argument("--moto-server", default=os.path.join(ROOT, ".venv", "bin", "moto_server"),
+                    help="moto_server (the guard rows run the EC2 front in front of it)")
     ap.add_argument("--only", default=os.environ.get("BENCH_ONLY", ""),
-                    help="comma list of: throughput,boto3,init,throttle,rate,size,plan (default all)")
+                    help="comma list of: throughput,boto3,init,throttle,rate,guard,plan,size (default all)")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
     want = lambda k: not only or k in only  # noqa: E731
@@ -808,6 +1118,12 @@ def main():
         plan_rows, plan_notes = measure_plan(reaper, args.python, emu_argv, home,
                                              int(os.environ.get("BENCH_PLAN_REPEAT", "3")), flog, elog, progress)
 
+    # 9. the in-use guard's cost: the same ARNs with AMIs, the guard's calls free vs at L
+    guard_rows = []
+    if want("guard"):
+        guard_rows = measure_guard(reaper, emu_argv, args.moto_server, elog, flog, run_id,
+                                   int(os.environ.get("BENCH_GUARD_REPEAT", "2")), progress)
+
     # 5. binary size
     if want("size"):
         size = file_size(args.reaper)
@@ -848,6 +1164,12 @@ def main():
         # Their own section, so a BENCH_ONLY=plan run can refresh them alone.
         if args.doc:
             write_doc(args.doc, table, plan_notes, PLAN_BEGIN, PLAN_END)
+    if guard_rows:
+        table = render(guard_rows)
+        print(table)
+        # Their own section too, so a BENCH_ONLY=guard run can refresh them alone.
+        if args.doc:
+            write_doc(args.doc, table, [], GUARD_BEGIN, GUARD_END)
 
 
 def render(rows) -> str:
@@ -861,6 +1183,7 @@ def render(rows) -> str:
 BEGIN, END = "<!-- BENCH:BEGIN (written by scripts/bench) -->", "<!-- BENCH:END -->"
 RATE_BEGIN, RATE_END = "<!-- BENCH-RATE:BEGIN (written by scripts/bench) -->", "<!-- BENCH-RATE:END -->"
 PLAN_BEGIN, PLAN_END = "<!-- BENCH-PLAN:BEGIN (written by scripts/bench) -->", "<!-- BENCH-PLAN:END -->"
+GUARD_BEGIN, GUARD_END = "<!-- BENCH-GUARD:BEGIN (written by scripts/bench) -->", "<!-- BENCH-GUARD:END -->"
 
 
 def write_doc(path: str, table: str, notes: list[str], begin: str = BEGIN, end: str = END):

@@ -19,7 +19,7 @@ use crate::limiter::{Limiters, Permit};
 use crate::ports::{
     AmiDescription, AmiReference, AmiUsage, Amis, BuildVersionSummary, BuildVersions, CallError,
     ContainerImages, Deleted, ErrorClass, ImageInfo, ImageReference, ImageUse, ImageVersionSummary,
-    Images, Page, Removal,
+    Images, Page, Removal, UsageFields,
 };
 
 /// Limiter name of EC2 Image Builder.
@@ -174,8 +174,8 @@ impl<P: ImageUse> ImageUse for Limited<P> {
         self.limits.run(EC2, region, call).await
     }
 
-    async fn usage(&self, region: &str, image_ids: &[String]) -> Result<Vec<AmiUsage>, CallError> {
-        let call = self.inner.usage(region, image_ids);
+    async fn usage(&self, region: &str, known: &[UsageFields]) -> Result<Vec<AmiUsage>, CallError> {
+        let call = self.inner.usage(region, known);
         self.limits.run(EC2, region, call).await
     }
 }

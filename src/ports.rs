@@ -279,6 +279,9 @@ pub struct AmiDescription {
     pub snapshot_ids: Vec<String>,
     /// The AMI's tags (the protect tag also protects an image whose AMI carries it).
     pub tags: HashMap<String, String>,
+    /// `lastLaunchedTime` and `deregistrationProtection` as this same answer gave them: the
+    /// in-use guard reads them here rather than asking EC2 again.
+    pub usage: UsageFields,
 }
 
 /// A deleting call that succeeded, or found the piece still needed elsewhere.
@@ -346,6 +349,40 @@ pub struct AmiUsage {
     pub protected: bool,
 }
 
+/// An AMI's last launch and deregistration protection as DescribeImages gave them; `None`:
+/// its answer left the field out (then it is asked for alone, see [`ImageUse::usage`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UsageFields {
+    pub image_id: String,
+    /// `lastLaunchedTime` (RFC 3339).
+    pub last_launched: Option<String>,
+    /// `deregistrationProtection`: `disabled`, `enabled`, `enabled-with-cooldown …`.
+    pub deregistration_protection: Option<String>,
+}
+
+impl UsageFields {
+    /// Both fields are known: no further call is needed.
+    pub fn complete(&self) -> bool {
+        self.last_launched.is_some() && self.deregistration_protection.is_some()
+    }
+
+    /// The usage these fields give, a missing one read as never launched / not protected.
+    pub fn usage(&self) -> AmiUsage {
+        AmiUsage {
+            image_id: self.image_id.clone(),
+            last_launched: self.last_launched.clone().filter(|t| !t.trim().is_empty()),
+            protected: is_protected(self.deregistration_protection.as_deref()),
+        }
+    }
+}
+
+/// Whether EC2's `deregistrationProtection` text means protected: anything but `disabled`
+/// (`enabled`, `enabled-with-cooldown …`), so a wording this function does not know keeps
+/// the AMI rather than losing it.
+pub fn is_protected(value: Option<&str>) -> bool {
+    value.is_some_and(|v| !v.trim().is_empty() && !v.trim().starts_with("disabled"))
+}
+
 /// EC2's answer to "is this AMI still in use?", for the guard that runs before any AMI is
 /// deregistered. `region` is the AMIs' own region; every call names AMIs of one region.
 pub trait ImageUse: Send + Sync {
@@ -356,12 +393,13 @@ pub trait ImageUse: Send + Sync {
         region: &str,
         image_ids: &[String],
     ) -> impl Future<Output = Result<Vec<AmiReference>, CallError>> + Send;
-    /// Protection and last launch of each of `image_ids` (an AMI EC2 no longer knows is left
-    /// out: it is gone, so not in use).
+    /// Protection and last launch of each AMI of `known`, completing the fields its
+    /// DescribeImages answer left out (DescribeImageAttribute, one per missing field); an AMI
+    /// EC2 no longer knows is left out: it is gone, so not in use.
     fn usage(
         &self,
         region: &str,
-        image_ids: &[String],
+        known: &[UsageFields],
     ) -> impl Future<Output = Result<Vec<AmiUsage>, CallError>> + Send;
 }
 
@@ -441,7 +479,7 @@ impl ImageUse for Unavailable {
     async fn references(&self, _: &str, _: &[String]) -> Result<Vec<AmiReference>, CallError> {
         Err(Self::error())
     }
-    async fn usage(&self, _: &str, _: &[String]) -> Result<Vec<AmiUsage>, CallError> {
+    async fn usage(&self, _: &str, _: &[UsageFields]) -> Result<Vec<AmiUsage>, CallError> {
         Err(Self::error())
     }
 }

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 
+use ib_emulator::ec2::Ec2Latency;
 use ib_emulator::{Ec2Front, Emulator, Faults, RateLimit, SeedImage};
 
 const USAGE: &str = "\
@@ -31,12 +32,16 @@ OPTIONS:
     --verbose            log every call to stderr
     --ec2-upstream URL   also run the EC2 front, forwarding to moto at URL (http://HOST:PORT)
     --ec2-port N         the EC2 front's port on 127.0.0.1 (default 0 = any free port)
+    --ec2-latency-ms N   fixed latency per EC2 request at the front (answered there or
+                         passed through to moto alike; on top of moto's own time)
+    --ec2-latency OP=MS  latency for one EC2 operation (Action), replacing --ec2-latency-ms
+                         for it (e.g. DescribeImageReferences=0); repeatable
     -h, --help           this text
 
 Point SDK clients at it with AWS_ENDPOINT_URL_IMAGEBUILDER=http://127.0.0.1:PORT.
 Control API (no auth): /_emulator/{health,images,history,faults,script,calls,stats,reset-stats}.
 EC2 front: AWS_ENDPOINT_URL_EC2=http://127.0.0.1:PORT; control API /_ec2/{health,images,
-references,faults,calls}.
+references,faults,calls,stats,reset-stats}.
 ";
 
 struct Options {
@@ -46,6 +51,7 @@ struct Options {
     verbose: bool,
     ec2_upstream: Option<String>,
     ec2_port: Option<u16>,
+    ec2_latency: Ec2Latency,
 }
 
 fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, String> {
@@ -56,6 +62,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
         verbose: false,
         ec2_upstream: None,
         ec2_port: None,
+        ec2_latency: Ec2Latency::default(),
     };
     let mut args = args.peekable();
     while let Some(arg) = args.next() {
@@ -97,11 +104,21 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
             "--verbose" | "-v" => opts.verbose = true,
             "--ec2-upstream" => opts.ec2_upstream = Some(value(&flag)?),
             "--ec2-port" => opts.ec2_port = Some(num(&flag, value(&flag)?)?),
+            "--ec2-latency-ms" => opts.ec2_latency.default_ms = num(&flag, value(&flag)?)?,
+            "--ec2-latency" => {
+                let (op, ms) = operation_latency(&value(&flag)?)?;
+                opts.ec2_latency.by_operation.insert(op, ms);
+            }
             other => return Err(format!("unknown argument {other:?} (see --help)")),
         }
     }
-    if opts.ec2_port.is_some() && opts.ec2_upstream.is_none() {
-        return Err("--ec2-port needs --ec2-upstream".into());
+    if opts.ec2_upstream.is_none() {
+        if opts.ec2_port.is_some() {
+            return Err("--ec2-port needs --ec2-upstream".into());
+        }
+        if opts.ec2_latency != Ec2Latency::default() {
+            return Err("--ec2-latency-ms / --ec2-latency need --ec2-upstream".into());
+        }
     }
     Ok(Some(opts))
 }
@@ -134,6 +151,18 @@ fn rate_limit(v: &str) -> Result<(String, RateLimit), String> {
         return Err(usage());
     }
     Ok((op.to_string(), limit))
+}
+
+/// Parses `OP=MS`: an EC2 operation name and whole milliseconds.
+fn operation_latency(v: &str) -> Result<(String, u64), String> {
+    let usage =
+        || format!("--ec2-latency: expected OP=MS (e.g. DescribeImageReferences=0), got {v:?}");
+    let (op, ms) = v.split_once('=').ok_or_else(usage)?;
+    if op.is_empty() {
+        return Err(usage());
+    }
+    let ms = ms.parse::<u64>().map_err(|_| usage())?;
+    Ok((op.to_string(), ms))
 }
 
 fn load_seed(path: &str) -> Result<Vec<SeedImage>, String> {
@@ -181,7 +210,7 @@ async fn main() -> ExitCode {
         None => None,
         Some(upstream) => {
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, opts.ec2_port.unwrap_or(0)));
-            match Ec2Front::start(upstream, addr).await {
+            match Ec2Front::start_with_latency(upstream, addr, opts.ec2_latency.clone()).await {
                 Ok(front) => {
                     println!("ec2 listening on {}", front.addr());
                     let _ = std::io::stdout().flush();
@@ -255,5 +284,47 @@ mod tests {
             let e = parse_args(["--rate-limit", bad].iter().map(|s| s.to_string()));
             assert!(e.is_err_and(|m| m.contains("OP=RATE")), "{bad}");
         }
+    }
+
+    #[test]
+    fn ec2_latency_flags_parse_repeat_and_need_the_front() {
+        // GIVEN a default EC2 latency and two per-operation values
+        let args = [
+            "--ec2-upstream",
+            "http://127.0.0.1:5000",
+            "--ec2-latency-ms",
+            "20",
+            "--ec2-latency",
+            "DescribeImageReferences=0",
+            "--ec2-latency=DescribeImageAttribute=5",
+        ];
+        // WHEN parsed
+        let opts = parse_args(args.iter().map(|s| s.to_string()))
+            .unwrap()
+            .unwrap();
+        // THEN each operation has its own value and the rest the default
+        let l = &opts.ec2_latency;
+        assert_eq!(l.default_ms, 20);
+        assert_eq!(l.by_operation["DescribeImageReferences"], 0);
+        assert_eq!(l.by_operation["DescribeImageAttribute"], 5);
+        assert_eq!(l.of("DescribeImages").as_millis(), 20);
+        // AND malformed values are refused with the expected form
+        for bad in [
+            "DescribeImages",
+            "=5",
+            "DescribeImages=-1",
+            "X=1.5",
+            "X=soon",
+        ] {
+            let e = parse_args(
+                ["--ec2-upstream", "http://127.0.0.1:1", "--ec2-latency", bad]
+                    .iter()
+                    .map(|s| s.to_string()),
+            );
+            assert!(e.is_err_and(|m| m.contains("OP=MS")), "{bad}");
+        }
+        // AND without the front there is nothing to delay
+        let e = parse_args(["--ec2-latency-ms", "20"].iter().map(|s| s.to_string()));
+        assert!(e.is_err_and(|m| m.contains("--ec2-upstream")));
     }
 }

@@ -694,3 +694,63 @@ async fn binary_runs_the_front_with_ec2_flags() {
         health.body
     );
 }
+
+#[tokio::test]
+async fn injected_latency_delays_answered_and_passed_through_calls_per_operation() {
+    use ib_emulator::ec2::Ec2Latency;
+    use std::time::Instant;
+
+    // GIVEN a front adding 150 ms to every EC2 call and 400 ms to DescribeRegions
+    let latency = Ec2Latency {
+        default_ms: 150,
+        by_operation: [("DescribeRegions".to_string(), 400)].into(),
+    };
+    let f = ib_emulator::Ec2Front::start_with_latency(
+        &Moto::shared().url(),
+        "127.0.0.1:0".parse().unwrap(),
+        latency,
+    )
+    .await
+    .expect("start the EC2 front");
+    let region = "ap-northeast-3";
+    let image = register_image(f.addr(), region, "latency").await;
+    f.reset_stats();
+
+    // WHEN a call the front answers, one moto answers, and the overridden one are timed
+    let timed = |action: &'static str, params: Vec<String>| {
+        let addr = f.addr();
+        async move {
+            let params: Vec<&str> = params.iter().map(String::as_str).collect();
+            let t = Instant::now();
+            ec2_ok(addr, region, action, &params).await;
+            t.elapsed()
+        }
+    };
+    let answered = timed(
+        "DescribeImageReferences",
+        references_params(&[&image], &["IncludeAllResourceTypes=true"]),
+    )
+    .await;
+    let passed = timed("DescribeImages", vec![format!("ImageId.1={image}")]).await;
+    let own = timed("DescribeRegions", Vec::new()).await;
+
+    // THEN each took at least its latency (lower bounds only: the machine may be slow)
+    assert!(answered >= Duration::from_millis(150), "{answered:?}");
+    assert!(passed >= Duration::from_millis(150), "{passed:?}");
+    assert!(own >= Duration::from_millis(400), "{own:?}");
+
+    // AND calls made at once overlap in the front, as its stats show
+    f.reset_stats();
+    let one = || timed("DescribeImages", vec![format!("ImageId.1={image}")]);
+    tokio::join!(one(), one(), one());
+    let stats = f.stats();
+    assert_eq!(stats["byOperation"]["DescribeImages"], 3, "{stats}");
+    assert_eq!(stats["maxConcurrency"], 3, "{stats}");
+    assert_eq!(stats["latency"]["byOperation"]["DescribeRegions"], 400);
+    let over_http = http(f.addr(), "GET", "/_ec2/stats", &[], "").await;
+    assert!(
+        over_http.body.contains("\"maxConcurrency\":3"),
+        "{}",
+        over_http.body
+    );
+}

@@ -1,7 +1,9 @@
 //! The in-use guard: before any AMI of an image is deregistered (and in a dry run, for the
 //! preview), EC2 is asked what references the image's own AMIs and how they are used. One
-//! check per region — DescribeImageReferences for at most 10 AMIs per call, alongside one
-//! usage read — so an image costs one extra round trip per region, not per AMI.
+//! check per region: DescribeImageReferences for at most 10 AMIs per call; protection and
+//! last launch come from the cleanup's own DescribeImages answer, and only a field that
+//! answer left out is asked for (DescribeImageAttribute), alongside. So an image costs one
+//! extra round trip per region, not per AMI, and no second DescribeImages.
 //!
 //! An AMI that is referenced, protected from deregistration, or launched within the grace
 //! period keeps the whole image ([`Answer::InUse`]). A check that cannot be answered keeps it
@@ -13,18 +15,18 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use futures::future::join_all;
 
 use crate::output_resources::entry::InUseReference;
-use crate::ports::{AmiReference, AmiUsage, CallError, ImageUse};
+use crate::ports::{AmiReference, AmiUsage, CallError, ImageUse, UsageFields};
 use crate::retention::rfc3339;
 use crate::retry::{with_retries, Attempted, RetryPolicy, Window};
 
 /// DescribeImageReferences takes at most 10 AMI ids per call.
 pub const REFERENCE_BATCH_LIMIT: usize = 10;
 
-/// One AMI to check: its region and id.
+/// One AMI to check: its region, its id and what DescribeImages said of its use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checked {
     pub region: String,
-    pub image_id: String,
+    pub usage: UsageFields,
 }
 
 /// When the check runs and how long a launch keeps an AMI in use.
@@ -79,17 +81,17 @@ pub async fn check<U: ImageUse>(
     calls: Calls<'_>,
     clock: Clock,
 ) -> Answer {
-    let mut by_region: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut by_region: BTreeMap<&str, Vec<UsageFields>> = BTreeMap::new();
     for a in amis {
-        let ids = by_region.entry(a.region.as_str()).or_default();
-        if !ids.contains(&a.image_id) {
-            ids.push(a.image_id.clone());
+        let known = by_region.entry(a.region.as_str()).or_default();
+        if !known.iter().any(|k| k.image_id == a.usage.image_id) {
+            known.push(a.usage.clone());
         }
     }
     let answers = join_all(
         by_region
             .iter()
-            .map(|(region, ids)| check_region(usage, region, ids, calls)),
+            .map(|(region, known)| check_region(usage, region, known, calls)),
     )
     .await;
     let mut references = Vec::new();
@@ -117,25 +119,35 @@ pub async fn check<U: ImageUse>(
     judge(&references, &usages, clock)
 }
 
-/// One region: the references of its AMIs (10 per call) and their usage, concurrently.
+/// One region: the references of its AMIs (10 per call) and, concurrently, the usage fields
+/// DescribeImages left out (no call when it gave them all).
 async fn check_region<U: ImageUse>(
     usage: &U,
     region: &str,
-    ids: &[String],
+    known: &[UsageFields],
     calls: Calls<'_>,
 ) -> Region {
     let (policy, window) = (calls.policy, calls.window);
+    let ids: Vec<String> = known.iter().map(|k| k.image_id.clone()).collect();
     let reference_calls = join_all(
         ids.chunks(REFERENCE_BATCH_LIMIT)
             .map(|chunk| with_retries(policy, window, move || usage.references(region, chunk))),
     );
-    let usage_call = with_retries(policy, window, || usage.usage(region, ids));
+    let (complete, missing): (Vec<&UsageFields>, Vec<&UsageFields>) =
+        known.iter().partition(|k| k.complete());
+    let missing: Vec<UsageFields> = missing.into_iter().cloned().collect();
+    let usage_call = async {
+        if missing.is_empty() {
+            return None;
+        }
+        Some(with_retries(policy, window, || usage.usage(region, &missing)).await)
+    };
     let (reference_answers, usage_answer) = futures::join!(reference_calls, usage_call);
     let throttled: u32 = reference_answers
         .iter()
         .map(Attempted::throttled)
         .sum::<u32>()
-        + usage_answer.throttled();
+        + usage_answer.as_ref().map_or(0, Attempted::throttled);
     calls.throttled.fetch_add(throttled, Ordering::Relaxed);
     let mut references = Vec::new();
     for answer in reference_answers {
@@ -147,13 +159,16 @@ async fn check_region<U: ImageUse>(
             Attempted::NotStarted { .. } => return Region::NotStarted,
         }
     }
+    let mut usages: Vec<AmiUsage> = complete.into_iter().map(UsageFields::usage).collect();
     match usage_answer {
-        Attempted::Done { value, .. } => Region::Answered(references, value),
-        Attempted::Failed {
+        None => {}
+        Some(Attempted::Done { value, .. }) => usages.extend(value),
+        Some(Attempted::Failed {
             error, attempts, ..
-        } => Region::Failed(error, attempts),
-        Attempted::NotStarted { .. } => Region::NotStarted,
+        }) => return Region::Failed(error, attempts),
+        Some(Attempted::NotStarted { .. }) => return Region::NotStarted,
     }
+    Region::Answered(references, usages)
 }
 
 /// The rules, on the answers alone (pure): any reference, any protection, or any launch

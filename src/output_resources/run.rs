@@ -22,7 +22,8 @@ use crate::output_resources::entry::{
 use crate::output_resources::guard::{self, Answer, Checked, Clock};
 use crate::output_resources::plan::{AmiTask, ContainerGroup, Plan, ECR_BATCH_LIMIT};
 use crate::ports::{
-    AmiDescription, Amis, CallError, ContainerImages, ErrorClass, ImageReference, ImageUse, Removal,
+    AmiDescription, Amis, CallError, ContainerImages, ErrorClass, ImageReference, ImageUse,
+    Removal, UsageFields,
 };
 use crate::retry::{with_retries, Attempted, RetryPolicy, Window};
 
@@ -151,15 +152,21 @@ pub async fn clean<A: Amis, U: ImageUse, C: ContainerImages>(
     Cleanup { entries, verdict }
 }
 
-/// The image's own AMIs that are still registered: the ones the guard asks about.
+/// The image's own AMIs that are still registered: the ones the guard asks about, with what
+/// their DescribeImages answer said of their use.
 fn in_scope(plan: &Plan, states: &[AmiState]) -> Vec<Checked> {
     plan.amis
         .iter()
         .zip(states)
-        .filter(|(_, state)| matches!(state, AmiState::Present(_)))
-        .map(|(task, _)| Checked {
-            region: task.region.clone(),
-            image_id: task.image_id.clone(),
+        .filter_map(|(task, state)| match state {
+            AmiState::Present(d) => Some(Checked {
+                region: task.region.clone(),
+                usage: UsageFields {
+                    image_id: task.image_id.clone(),
+                    ..d.usage.clone()
+                },
+            }),
+            _ => None,
         })
         .collect()
 }

@@ -222,8 +222,12 @@ fn asks_dry_run(v: &Value) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fixture_produces_a_report_consistent_with_its_contents() {
-    // GIVEN the function with a DLQ, and every events/*.json fixture
-    let all = fixture_names();
+    // GIVEN the function with a DLQ, and every events/*.json delete request (the retention
+    // plan samples, plan-*.json, have tests of their own)
+    let all: Vec<String> = fixture_names()
+        .into_iter()
+        .filter(|n| !n.starts_with("plan-"))
+        .collect();
     assert!(!all.is_empty(), "events/ holds the sample events");
     let w = World::start(Setup::default()).await;
     for name in all {

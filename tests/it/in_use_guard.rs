@@ -1,7 +1,7 @@
 //! The in-use guard over in-memory fakes: an image whose AMI is referenced, protected from
 //! deregistration or recently launched is kept (`inUse`), an unanswered check keeps it too
 //! (a retryable failure), and an unused AMI is deleted as before — with one batched check
-//! per region.
+//! per region, and no usage read of its own when DescribeImages already answered it.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -303,4 +303,69 @@ async fn a_throttled_check_is_waited_out_and_counted_in_the_arns_throttled() {
     assert_eq!(r.status, Status::Deleted);
     assert_eq!(r.throttled, Some(4));
     w.assert_accounted(&[(REQUEST_ID, IMAGE)], &h);
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_describe_images_carries_protection_and_launch_the_guard_adds_only_reference_calls() {
+    // GIVEN 11 AMIs in us-east-1 and one in eu-west-1, launched long ago, and EC2's
+    // DescribeImages carrying protection and last launch
+    let mut amis: Vec<(String, String)> = (0..11)
+        .map(|i| ("us-east-1".to_string(), format!("ami-{i:02}")))
+        .collect();
+    amis.push(("eu-west-1".into(), "ami-eu".into()));
+    let refs: Vec<(&str, &str)> = amis
+        .iter()
+        .map(|(r, id)| (r.as_str(), id.as_str()))
+        .collect();
+    let w = world(cleanup(7), &refs);
+    w.ec2.describes_usage();
+    for (_, id) in &amis {
+        w.ec2.launched(id, &days_ago(30));
+    }
+    // WHEN the image is deleted
+    let h = w.run(&direct(false)).await;
+    // THEN every AMI went; each was read once (the cleanup's DescribeImages), the guard
+    // asked only for references (≤ 10 AMIs per call) and read no usage of its own
+    assert_eq!(h.entry(IMAGE).status, Status::Deleted);
+    let log = w.log();
+    let count = |op: &str| log.iter().filter(|l| l.starts_with(op)).count();
+    assert_eq!(count("DescribeImages "), 12, "{log:?}");
+    assert_eq!(count("DescribeImageUsage"), 0, "{log:?}");
+    let mut batches: Vec<usize> = w.ec2.reference_batches().iter().map(Vec::len).collect();
+    batches.sort();
+    assert_eq!(batches, [1, 1, 10]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn protection_or_a_recent_launch_read_from_describe_images_keeps_the_image() {
+    // GIVEN DescribeImages carrying protection on one image's AMI (launched long ago, so both
+    // fields are there), a recent launch on another's
+    let protected = world(cleanup(7), &[("us-east-1", "ami-1")]);
+    protected
+        .ec2
+        .describes_usage()
+        .protect("ami-1")
+        .launched("ami-1", &days_ago(30));
+    let launched = world(cleanup(7), &[("us-east-1", "ami-1")]);
+    launched
+        .ec2
+        .describes_usage()
+        .launched("ami-1", &days_ago(2));
+    for (w, why) in [
+        (protected, "protected from deregistration"),
+        (launched, "IN_USE_GRACE_DAYS (7 days)"),
+    ] {
+        // WHEN each is named
+        let h = w.run(&direct(false)).await;
+        // THEN it is kept with the reason, nothing deleted, without a usage read of its own
+        let r = h.entry(IMAGE);
+        assert_eq!(r.status, Status::InUse);
+        assert!(
+            r.message.as_deref().unwrap().contains(why),
+            "{:?}",
+            r.message
+        );
+        assert_nothing_deleted(&w);
+        assert!(!w.log().iter().any(|l| l.starts_with("DescribeImageUsage")));
+    }
 }

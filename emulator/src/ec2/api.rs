@@ -1,6 +1,6 @@
-//! The in-process handle of the EC2 front ([`Ec2Front`]): starts it in front of moto and sets
-//! what moto cannot hold (launch times, deregistration protection, SSM/recipe references,
-//! scripted faults), and reads the call log.
+//! The in-process handle of the EC2 front ([`Ec2Front`]): starts it in front of moto (with an
+//! injected latency, if any) and sets what moto cannot hold (launch times, deregistration
+//! protection, SSM/recipe references, scripted faults), and reads the call log and stats.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::front;
 use super::references::ImageReference;
-use super::state::{Ec2Call, Ec2Fault, ImageSettings, Shared};
+use super::state::{Ec2Call, Ec2Fault, Ec2Latency, ImageSettings, Shared};
 use super::upstream::Upstream;
 
 /// A running EC2 front; cheap to clone (clones share one state).
@@ -23,11 +23,20 @@ impl Ec2Front {
     /// Binds `addr` (use `127.0.0.1:0` for a free port), serves on the current tokio runtime
     /// and forwards to `upstream` (moto, `http://HOST:PORT`).
     pub async fn start(upstream: &str, addr: SocketAddr) -> io::Result<Ec2Front> {
+        Ec2Front::start_with_latency(upstream, addr, Ec2Latency::default()).await
+    }
+
+    /// [`Ec2Front::start`], adding `latency` to every EC2 request (not to control calls).
+    pub async fn start_with_latency(
+        upstream: &str,
+        addr: SocketAddr,
+        latency: Ec2Latency,
+    ) -> io::Result<Ec2Front> {
         let upstream =
             Upstream::new(upstream).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(upstream));
+        let shared = Arc::new(Shared::new(upstream, latency));
         tokio::spawn(front::accept_loop(listener, shared.clone()));
         Ok(Ec2Front { shared, addr })
     }
@@ -125,5 +134,16 @@ impl Ec2Front {
     /// Forgets the recorded calls.
     pub fn clear_calls(&self) {
         self.shared.lock().calls.clear();
+    }
+
+    /// Calls by operation, status and who answered, the most EC2 requests seen in flight at
+    /// once, and the injected latency (the JSON of `GET /_ec2/stats`).
+    pub fn stats(&self) -> serde_json::Value {
+        self.shared.stats()
+    }
+
+    /// Forgets the recorded calls and restarts the concurrency high-water mark.
+    pub fn reset_stats(&self) {
+        self.shared.reset_stats();
     }
 }

@@ -1,5 +1,5 @@
 //! The EC2 front's control API under `/_ec2/` (no auth, JSON): per-AMI launch time and
-//! protection, extra references, scripted faults, the call log.
+//! protection, extra references, scripted faults, the call log and its stats.
 
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -40,6 +40,11 @@ pub(crate) fn handle(shared: &Shared, method: &Method, path: &str, body: &[u8]) 
             Ok(json!({}))
         }
         (Method::GET, "/_ec2/calls") => Ok(json!(shared.lock().calls)),
+        (Method::GET, "/_ec2/stats") => Ok(shared.stats()),
+        (Method::POST, "/_ec2/reset-stats") => {
+            shared.reset_stats();
+            Ok(json!({}))
+        }
         (Method::DELETE, "/_ec2/calls") => {
             shared.lock().calls.clear();
             Ok(json!({}))

@@ -1,5 +1,6 @@
-//! The EC2 front's HTTP side: the accept loop, per-request dispatch (control API, scripted
-//! faults, the operations answered here) and the passthrough to moto for everything else.
+//! The EC2 front's HTTP side: the accept loop, per-request dispatch (control API, injected
+//! latency, scripted faults, the operations answered here) and the passthrough to moto for
+//! everything else.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -98,7 +99,14 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
         region,
     };
     let operation = req.params.get("Action").unwrap_or_default().to_string();
+    let _in_flight = shared.enter();
     let at_ms = shared.elapsed_ms();
+    // Every EC2 request waits alike, whoever answers it, so that a per-operation latency
+    // prices exactly that operation.
+    let delay = shared.latency.of(&operation);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let outcome = dispatch(&shared, &req, &operation).await;
     shared.record(Ec2Call {
         operation,

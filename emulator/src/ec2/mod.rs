@@ -1,7 +1,8 @@
 //! EC2 front: a Query-protocol EC2 endpoint in front of moto that answers what moto lacks —
 //! DescribeImageReferences, `lastLaunchedTime` / `deregistrationProtection` (in DescribeImages
-//! and DescribeImageAttribute), DeregisterImage refused for protected AMIs — injects scripted
-//! faults, records calls, and passes every other request through unchanged.
+//! and DescribeImageAttribute), DeregisterImage refused for protected AMIs — injects latency
+//! (per operation) and scripted faults, records calls and the concurrency it sees, and passes
+//! every other request through unchanged.
 //!
 //! Layers, each importing only those below it: `api` (public handle) → `front` (HTTP,
 //! dispatch, passthrough) → `control` (control API) → `state`; `query`, `xml` →
@@ -18,4 +19,4 @@ mod xml;
 
 pub use api::Ec2Front;
 pub use references::{ImageReference, ResourceType};
-pub use state::{Ec2Call, Ec2Fault, ImageSettings};
+pub use state::{Ec2Call, Ec2Fault, Ec2Latency, ImageSettings};

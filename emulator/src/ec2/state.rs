@@ -1,10 +1,12 @@
 //! What the EC2 front remembers between requests: per-AMI launch time and deregistration
 //! protection, references set by tests (SSM parameters, recipes), scripted faults and the
-//! call log, behind one short-held lock; plus the upstream client.
+//! call log, behind one short-held lock; plus the upstream client, the injected latency and
+//! the count of requests in flight.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -30,6 +32,34 @@ impl ImageSettings {
         self.deregistration_protection
             .as_deref()
             .is_some_and(|p| p.starts_with("enabled"))
+    }
+}
+
+/// Latency the front adds to every EC2 request it receives — answered here, failed by a
+/// scripted fault or passed through to moto alike — before handling it: a default, and
+/// per-operation values (EC2 `Action`) that replace it for their operation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ec2Latency {
+    /// Milliseconds for every operation without its own value.
+    pub default_ms: u64,
+    /// Milliseconds by operation, e.g. `DescribeImageReferences` → 0.
+    pub by_operation: BTreeMap<String, u64>,
+}
+
+impl Ec2Latency {
+    /// The latency of one request of `operation`.
+    pub fn of(&self, operation: &str) -> Duration {
+        let ms = self
+            .by_operation
+            .get(operation)
+            .copied()
+            .unwrap_or(self.default_ms);
+        Duration::from_millis(ms)
+    }
+
+    /// `{"defaultMs": N, "byOperation": {"Op": N}}`, as the stats show it.
+    pub fn to_json(&self) -> Value {
+        json!({"defaultMs": self.default_ms, "byOperation": self.by_operation})
     }
 }
 
@@ -132,16 +162,61 @@ pub(crate) struct State {
 pub(crate) struct Shared {
     state: Mutex<State>,
     pub upstream: Upstream,
+    pub latency: Ec2Latency,
     epoch: Instant,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
 }
 
 impl Shared {
-    pub(crate) fn new(upstream: Upstream) -> Shared {
+    pub(crate) fn new(upstream: Upstream, latency: Ec2Latency) -> Shared {
         Shared {
             state: Mutex::new(State::default()),
             upstream,
+            latency,
             epoch: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
         }
+    }
+
+    /// Counts one EC2 request in flight until the returned guard is dropped, and keeps the
+    /// high-water mark.
+    pub(crate) fn enter(&self) -> InFlight<'_> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(self)
+    }
+
+    /// Clears the call log and restarts the concurrency high-water mark from the requests in
+    /// flight now.
+    pub(crate) fn reset_stats(&self) {
+        self.lock().calls.clear();
+        let now = self.in_flight.load(Ordering::SeqCst);
+        self.max_in_flight.store(now, Ordering::SeqCst);
+    }
+
+    /// `{"maxConcurrency", "inFlight", "calls", "byOperation", "byStatus", "byAnsweredBy",
+    /// "latency"}` over the calls logged since the last reset.
+    pub(crate) fn stats(&self) -> Value {
+        let state = self.lock();
+        let mut by_op: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut by_status: BTreeMap<String, u64> = BTreeMap::new();
+        let mut by_answer: BTreeMap<&str, u64> = BTreeMap::new();
+        for call in &state.calls {
+            *by_op.entry(call.operation.as_str()).or_default() += 1;
+            *by_status.entry(call.status.to_string()).or_default() += 1;
+            *by_answer.entry(call.answered_by.as_str()).or_default() += 1;
+        }
+        json!({
+            "maxConcurrency": self.max_in_flight.load(Ordering::SeqCst),
+            "inFlight": self.in_flight.load(Ordering::SeqCst),
+            "calls": state.calls.len(),
+            "byOperation": by_op,
+            "byStatus": by_status,
+            "byAnsweredBy": by_answer,
+            "latency": self.latency.to_json(),
+        })
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
@@ -182,6 +257,15 @@ impl Shared {
     }
 }
 
+/// One request in flight; counted down on drop.
+pub(crate) struct InFlight<'a>(&'a Shared);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,7 +287,10 @@ mod tests {
 
     #[test]
     fn counted_faults_run_out() {
-        let shared = Shared::new(Upstream::new("http://127.0.0.1:1").unwrap());
+        let shared = Shared::new(
+            Upstream::new("http://127.0.0.1:1").unwrap(),
+            Ec2Latency::default(),
+        );
         let fault = Ec2Fault::from_json(&json!({"times": 2})).unwrap();
         shared.lock().faults.insert("X".into(), fault);
         assert!(shared.take_fault("X").is_some());
@@ -212,5 +299,52 @@ mod tests {
         let zero = Ec2Fault::from_json(&json!({"times": 0})).unwrap();
         shared.lock().faults.insert("Y".into(), zero);
         assert!(shared.take_fault("Y").is_none());
+    }
+
+    #[test]
+    fn an_operation_latency_replaces_the_default_for_that_operation_only() {
+        let latency = Ec2Latency {
+            default_ms: 20,
+            by_operation: [("DescribeImageReferences".to_string(), 0)].into(),
+        };
+        assert_eq!(latency.of("DescribeImages"), Duration::from_millis(20));
+        assert_eq!(latency.of("DescribeImageReferences"), Duration::ZERO);
+        assert_eq!(Ec2Latency::default().of("X"), Duration::ZERO);
+    }
+
+    #[test]
+    fn stats_count_by_operation_and_keep_the_concurrency_high_water_mark() {
+        let shared = Shared::new(
+            Upstream::new("http://127.0.0.1:1").unwrap(),
+            Ec2Latency::default(),
+        );
+        let (a, b) = (shared.enter(), shared.enter());
+        drop(a);
+        let call = |op: &str| Ec2Call {
+            operation: op.into(),
+            region: None,
+            status: 200,
+            error_code: None,
+            answered_by: "moto".into(),
+            at_ms: 0,
+        };
+        shared.record(call("DescribeImages"));
+        shared.record(call("DescribeImages"));
+        shared.record(call("DeregisterImage"));
+        let s = shared.stats();
+        assert_eq!(
+            (s["maxConcurrency"].as_u64(), s["inFlight"].as_u64()),
+            (Some(2), Some(1))
+        );
+        assert_eq!(s["byOperation"]["DescribeImages"], 2);
+        assert_eq!(s["byAnsweredBy"]["moto"], 3);
+        // AND a reset forgets the calls and restarts the mark from what is in flight
+        shared.reset_stats();
+        let s = shared.stats();
+        assert_eq!(
+            (s["calls"].as_u64(), s["maxConcurrency"].as_u64()),
+            (Some(0), Some(1))
+        );
+        drop(b);
     }
 }

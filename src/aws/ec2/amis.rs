@@ -1,11 +1,12 @@
-//! The [`Amis`] port over the thin EC2 client: DescribeImages, DescribeSnapshots,
-//! DeregisterImage, DeleteSnapshot. Errors arrive classified (by
+//! The [`Amis`] port over the thin EC2 client: DescribeImages (which also carries the
+//! protection and last launch the in-use guard reads), DescribeSnapshots, DeregisterImage,
+//! DeleteSnapshot. Errors arrive classified (by
 //! [`crate::aws::classify::classify_query`]); only "the snapshot is still used" is turned
 //! into a [`Removal`] here, by the same module's [`ec2_refusal`].
 
 use super::ops::Ec2;
 use crate::aws::classify::ec2_refusal;
-use crate::ports::{AmiDescription, Amis, CallError, Removal};
+use crate::ports::{AmiDescription, Amis, CallError, Removal, UsageFields};
 
 /// Descriptions EC2 gives the snapshots of an AMI, as `description` filter values (`*` is a
 /// wildcard): CreateImage's, CopyImage's (as the *destination* only — a copy's description
@@ -34,6 +35,11 @@ impl Amis for Ec2 {
             return Ok(None);
         }
         Ok(Some(AmiDescription {
+            usage: UsageFields {
+                image_id: image.image_id,
+                last_launched: image.last_launched_time,
+                deregistration_protection: image.deregistration_protection,
+            },
             owner_id: image.owner_id,
             snapshot_ids: image.snapshot_ids,
             tags: image.tags.into_iter().collect(),
@@ -71,7 +77,8 @@ mod tests {
         <item><imageId>ami-other</imageId><imageState>available</imageState></item>\
         <item><imageId>ami-1</imageId><imageState>available</imageState><imageOwnerId>111</imageOwnerId>\
         <blockDeviceMapping><item><ebs><snapshotId>snap-1</snapshotId></ebs></item></blockDeviceMapping>\
-        <tagSet><item><key>keep</key><value>yes</value></item></tagSet></item>\
+        <tagSet><item><key>keep</key><value>yes</value></item></tagSet>\
+        <lastLaunchedTime>2025-01-01T00:00:00Z</lastLaunchedTime></item>\
         </imagesSet></DescribeImagesResponse>";
 
     #[tokio::test]
@@ -90,6 +97,13 @@ mod tests {
         assert_eq!(d.owner_id.as_deref(), Some("111"));
         assert_eq!(d.snapshot_ids, ["snap-1"]);
         assert_eq!(d.tags.get("keep").map(String::as_str), Some("yes"));
+        assert_eq!(d.usage.image_id, "ami-1");
+        // AND the guard's fields ride along: the launch time given, the protection left out
+        assert_eq!(
+            d.usage.last_launched.as_deref(),
+            Some("2025-01-01T00:00:00Z")
+        );
+        assert_eq!(d.usage.deregistration_protection, None);
         assert_eq!(
             ec2.describe_image("us-east-1", "ami-1").await.unwrap(),
             None

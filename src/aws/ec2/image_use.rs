@@ -1,11 +1,11 @@
 //! The [`ImageUse`] port over the thin EC2 client: DescribeImageReferences (≤ 10 AMIs per
-//! call, every page) and the AMIs' deregistration protection and last launch time
-//! (DescribeImages, and DescribeImageAttribute for a field its reply leaves out).
+//! call, every page), and DescribeImageAttribute for a protection or last launch field that
+//! the cleanup's own DescribeImages answer left out.
 
-use futures::future::{join_all, try_join_all};
+use futures::future::try_join_all;
 
-use super::ops::{Ec2, Image, ImageAttribute, ResourceTypeOption, ResourceTypeRequest};
-use crate::ports::{AmiReference, AmiUsage, CallError, ErrorClass, ImageUse};
+use super::ops::{Ec2, ImageAttribute, ResourceTypeOption, ResourceTypeRequest};
+use crate::ports::{AmiReference, AmiUsage, CallError, ErrorClass, ImageUse, UsageFields};
 
 /// DescribeImageReferences takes at most 10 AMI ids per call.
 const IDS_PER_CALL: usize = 10;
@@ -24,13 +24,6 @@ fn resource_types() -> Vec<ResourceTypeRequest> {
             values: vec![VERSION_DEPTH.into()],
         }],
     }]
-}
-
-/// Whether EC2's `deregistrationProtection` text means protected: anything but `disabled`
-/// (`enabled`, `enabled-with-cooldown …`), so a wording this function does not know keeps
-/// the AMI rather than losing it.
-fn is_protected(value: Option<&str>) -> bool {
-    value.is_some_and(|v| !v.trim().is_empty() && !v.trim().starts_with("disabled"))
 }
 
 impl ImageUse for Ec2 {
@@ -60,52 +53,21 @@ impl ImageUse for Ec2 {
             .collect())
     }
 
-    async fn usage(&self, region: &str, image_ids: &[String]) -> Result<Vec<AmiUsage>, CallError> {
-        let images = self.images_still_there(region, image_ids).await?;
-        let usages =
-            try_join_all(images.into_iter().map(|image| self.usage_of(region, image))).await?;
+    async fn usage(&self, region: &str, known: &[UsageFields]) -> Result<Vec<AmiUsage>, CallError> {
+        let usages = try_join_all(known.iter().map(|fields| self.usage_of(region, fields))).await?;
         Ok(usages.into_iter().flatten().collect())
     }
 }
 
 impl Ec2 {
-    /// DescribeImages of all `image_ids` at once; when EC2 refuses the call because one of
-    /// them is gone, each is asked alone and the gone ones are left out.
-    async fn images_still_there(
+    /// One AMI's usage: each field DescribeImages left out is read with DescribeImageAttribute
+    /// (both at once). `None`: the AMI is gone (so not in use).
+    async fn usage_of(
         &self,
         region: &str,
-        image_ids: &[String],
-    ) -> Result<Vec<Image>, CallError> {
-        let ids: Vec<&str> = image_ids.iter().map(String::as_str).collect();
-        match self.describe_images(region, &ids).await {
-            Err(e) if e.class == ErrorClass::NotFound && ids.len() > 1 => {
-                let each = join_all(
-                    ids.iter()
-                        .map(|id| async move { self.describe_images(region, &[*id]).await }),
-                )
-                .await;
-                let mut images = Vec::new();
-                for answer in each {
-                    match answer {
-                        Ok(found) => images.extend(found),
-                        Err(e) if e.class == ErrorClass::NotFound => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                Ok(images)
-            }
-            Err(e) if e.class == ErrorClass::NotFound => Ok(Vec::new()),
-            other => other,
-        }
-    }
-
-    /// One AMI's usage; a field DescribeImages left out is read with DescribeImageAttribute.
-    /// `None`: the AMI is gone (so not in use).
-    async fn usage_of(&self, region: &str, image: Image) -> Result<Option<AmiUsage>, CallError> {
-        if image.state.as_deref() == Some("deregistered") {
-            return Ok(None);
-        }
-        let id = image.image_id.as_str();
+        fields: &UsageFields,
+    ) -> Result<Option<AmiUsage>, CallError> {
+        let id = fields.image_id.as_str();
         let attribute = |known: Option<String>, attribute| async move {
             match known {
                 Some(v) => Ok(Some(v)),
@@ -114,11 +76,11 @@ impl Ec2 {
         };
         let (last_launched, protection) = futures::join!(
             attribute(
-                image.last_launched_time.clone(),
+                fields.last_launched.clone(),
                 ImageAttribute::LastLaunchedTime
             ),
             attribute(
-                image.deregistration_protection.clone(),
+                fields.deregistration_protection.clone(),
                 ImageAttribute::DeregistrationProtection
             ),
         );
@@ -126,11 +88,12 @@ impl Ec2 {
         if gone(&last_launched) || gone(&protection) {
             return Ok(None);
         }
-        Ok(Some(AmiUsage {
-            image_id: image.image_id.clone(),
+        let complete = UsageFields {
+            image_id: fields.image_id.clone(),
             last_launched: last_launched?,
-            protected: is_protected(protection?.as_deref()),
-        }))
+            deregistration_protection: protection?,
+        };
+        Ok(Some(complete.usage()))
     }
 }
 
@@ -176,27 +139,35 @@ mod tests {
         }
     }
 
+    fn fields(id: &str, launched: Option<&str>, protection: Option<&str>) -> UsageFields {
+        UsageFields {
+            image_id: id.into(),
+            last_launched: launched.map(str::to_string),
+            deregistration_protection: protection.map(str::to_string),
+        }
+    }
+
     #[tokio::test]
-    async fn usage_reads_describe_images_and_asks_attributes_only_for_missing_fields() {
-        // GIVEN ami-1 with both fields, ami-2 with neither
+    async fn usage_asks_attributes_only_for_the_fields_describe_images_left_out() {
+        // GIVEN ami-1 with both fields known, ami-2 with neither
         let (ec2, fake) = fake::ec2([
-            ok("<R><imagesSet>\
-                <item><imageId>ami-1</imageId><imageState>available</imageState>\
-                <lastLaunchedTime>2026-01-01T00:00:00Z</lastLaunchedTime>\
-                <deregistrationProtection>disabled</deregistrationProtection></item>\
-                <item><imageId>ami-2</imageId><imageState>available</imageState></item>\
-                </imagesSet></R>"),
             ok("<R><imageId>ami-2</imageId><lastLaunchedTime/></R>"),
             ok("<R><imageId>ami-2</imageId><deregistrationProtection><value>enabled-with-cooldown</value></deregistrationProtection></R>"),
         ]);
+        let known = [
+            fields("ami-1", Some("2026-01-01T00:00:00Z"), Some("disabled")),
+            fields("ami-2", None, None),
+        ];
         // WHEN their usage is read
-        let mut u = ec2
-            .usage("us-east-1", &["ami-1".into(), "ami-2".into()])
-            .await
-            .unwrap();
+        let mut u = ec2.usage("us-east-1", &known).await.unwrap();
         u.sort_by(|a, b| a.image_id.cmp(&b.image_id));
-        // THEN one DescribeImages and two DescribeImageAttribute calls for ami-2
-        assert_eq!(fake.sent().len(), 3);
+        // THEN only ami-2's two attributes are asked for, and no DescribeImages
+        let sent = fake.sent();
+        assert_eq!(sent.len(), 2);
+        assert!(sent
+            .iter()
+            .all(|s| s.body.contains("Action=DescribeImageAttribute")
+                && s.body.contains("ImageId=ami-2")));
         assert_eq!(u[0].last_launched.as_deref(), Some("2026-01-01T00:00:00Z"));
         assert!(!u[0].protected);
         assert_eq!(u[1].last_launched, None);
@@ -205,26 +176,30 @@ mod tests {
 
     #[tokio::test]
     async fn usage_leaves_out_an_ami_that_is_gone_and_passes_other_errors_on() {
-        let (ec2, _) = fake::ec2([
-            error(400, "InvalidAMIID.NotFound", "gone"),
-            error(400, "InvalidAMIID.NotFound", "gone"),
-            ok("<R><imagesSet><item><imageId>ami-2</imageId>\
-                <lastLaunchedTime>x</lastLaunchedTime>\
-                <deregistrationProtection>enabled</deregistrationProtection></item></imagesSet></R>"),
-        ]);
+        let (ec2, _) = fake::ec2([error(400, "InvalidAMIID.NotFound", "gone")]);
         let u = ec2
-            .usage("us-east-1", &["ami-1".into(), "ami-2".into()])
+            .usage(
+                "us-east-1",
+                &[
+                    fields("ami-1", Some("2020-01-01T00:00:00Z"), None),
+                    fields("ami-2", Some("x"), Some("enabled")),
+                ],
+            )
             .await
             .unwrap();
         assert_eq!(u.len(), 1);
         assert!(u[0].protected);
         let (ec2, _) = fake::ec2([error(503, "Unavailable", "later")]);
-        let e = ec2.usage("us-east-1", &["ami-1".into()]).await.unwrap_err();
+        let e = ec2
+            .usage("us-east-1", &[fields("ami-1", None, Some("disabled"))])
+            .await
+            .unwrap_err();
         assert_eq!(e.class, ErrorClass::Retryable);
     }
 
     #[test]
     fn protection_is_anything_but_disabled() {
+        use crate::ports::is_protected;
         assert!(!is_protected(None));
         assert!(!is_protected(Some("disabled")));
         assert!(!is_protected(Some("")));

@@ -28,7 +28,7 @@ use imagebuilder_reaper::ports::{
     Page, PlanStore, Removal,
 };
 use imagebuilder_reaper::ports::{
-    AmiReference, AmiUsage, ImageReference, ImageUse, OutputResources,
+    AmiReference, AmiUsage, ImageReference, ImageUse, OutputResources, UsageFields,
 };
 use serde_json::Value;
 
@@ -398,6 +398,9 @@ struct Ec2State {
     lagging: HashMap<String, usize>,
     /// The AMI ids of every DescribeImageReferences call, in order.
     reference_batches: Vec<Vec<String>>,
+    /// DescribeImages carries `lastLaunchedTime` (when launched) and
+    /// `deregistrationProtection`; otherwise it leaves both out, as moto does.
+    describes_usage: bool,
 }
 
 /// EC2 as the real service behaves for these calls: a snapshot of a registered AMI is
@@ -463,6 +466,12 @@ impl FakeEc2 {
     pub fn protect(&self, id: &str) -> &Self {
         self.with_ami(id, |a| a.protected = true)
     }
+    /// From now on DescribeImages carries protection (`enabled` / `disabled`) and the last
+    /// launch time (when there is one), as EC2 does.
+    pub fn describes_usage(&self) -> &Self {
+        self.state.lock().unwrap().describes_usage = true;
+        self
+    }
     /// The AMI ids of every DescribeImageReferences call so far.
     pub fn reference_batches(&self) -> Vec<Vec<String>> {
         self.state.lock().unwrap().reference_batches.clone()
@@ -527,6 +536,13 @@ impl Amis for FakeEc2 {
                 owner_id: Some(a.owner.clone()),
                 snapshot_ids: a.snapshots.clone(),
                 tags: a.tags.clone(),
+                usage: UsageFields {
+                    image_id: id.into(),
+                    last_launched: a.last_launched.clone().filter(|_| s.describes_usage),
+                    deregistration_protection: s
+                        .describes_usage
+                        .then(|| if a.protected { "enabled" } else { "disabled" }.to_string()),
+                },
             })),
             _ => Err(CallError::not_found(
                 "InvalidAMIID.NotFound",
@@ -586,7 +602,8 @@ impl Amis for FakeEc2 {
 }
 
 /// The in-use guard's calls answer per region: `DescribeImageReferences <region>` and
-/// `DescribeImageUsage <region>` in the log, faults keyed by the region.
+/// `DescribeImageUsage <region>` (the attribute reads of fields DescribeImages left out) in
+/// the log, faults keyed by the region.
 impl ImageUse for FakeEc2 {
     async fn references(
         &self,
@@ -607,17 +624,23 @@ impl ImageUse for FakeEc2 {
         }
         Ok(out)
     }
-    async fn usage(&self, region: &str, ids: &[String]) -> Result<Vec<AmiUsage>, CallError> {
+    /// Completes the fields DescribeImages left out from the fake's state.
+    async fn usage(&self, region: &str, known: &[UsageFields]) -> Result<Vec<AmiUsage>, CallError> {
         let s = self.enter("DescribeImageUsage", region)?;
-        Ok(ids
+        Ok(known
             .iter()
-            .filter_map(|id| {
-                let a = s.amis.get(id).filter(|a| a.region == region)?;
-                Some(AmiUsage {
-                    image_id: id.clone(),
-                    last_launched: a.last_launched.clone(),
-                    protected: a.protected,
-                })
+            .filter_map(|k| {
+                let a = s.amis.get(&k.image_id).filter(|a| a.region == region)?;
+                let protected = if a.protected { "enabled" } else { "disabled" };
+                let fields = UsageFields {
+                    image_id: k.image_id.clone(),
+                    last_launched: k.last_launched.clone().or(a.last_launched.clone()),
+                    deregistration_protection: k
+                        .deregistration_protection
+                        .clone()
+                        .or(Some(protected.into())),
+                };
+                Some(fields.usage())
             })
             .collect())
     }
