@@ -82,7 +82,7 @@ def main() -> int:
         return proc.returncode
     label = args.label or " ".join(args.command)
     print(
-        f"| {label} | {wall / 60:.0f} min {wall % 60:02.0f} s | "
+        f"| {label} | {int(wall // 60)} min {int(wall % 60):02d} s | "
         f"{peak_sum / 1024 / 1024:.2f} GiB | {peak_one / 1024 / 1024:.2f} GiB |"
     )
     return 0
