@@ -67,109 +67,132 @@ pub const INVALID_IMAGE_URI: &str = "InvalidImageUri";
 /// is taken to be in the ARN's region.
 pub fn build(resources: &OutputResources, arn: &ImageArn, mode: Mode) -> Plan {
     let (image_account, image_region) = (arn.account(), arn.region());
-    let version_tag = format!("{}-{}", arn.version(), arn.build());
     let mut plan = Plan::default();
     if mode.amis() {
-        for ami in &resources.amis {
-            // An AMI entry without an id (a failed distribution) names nothing to delete.
-            let Some(image_id) = ami.image_id.as_deref().filter(|s| !s.is_empty()) else {
-                continue;
-            };
-            let region = ami.region.as_deref().unwrap_or(image_region).to_string();
-            let account = ami.account_id.as_deref().unwrap_or(image_account);
-            if plan
-                .amis
-                .iter()
-                .any(|t| t.image_id == image_id && t.region == region)
-                || plan
-                    .settled
-                    .iter()
-                    .any(|e| e.id == image_id && e.region == region)
-            {
-                continue;
-            }
-            if account != image_account {
-                plan.settled.push(foreign(
-                    ResourceKind::Ami,
-                    image_id,
-                    &region,
-                    account,
-                    image_account,
-                ));
-                continue;
-            }
-            plan.amis.push(AmiTask {
-                region,
-                image_id: image_id.to_string(),
-                account_id: image_account.to_string(),
-            });
-        }
+        plan_amis(&mut plan, resources, image_account, image_region);
     }
     if mode.containers() {
-        for container in &resources.containers {
-            let entry_region = container.region.as_deref().unwrap_or(image_region);
-            for raw in &container.image_uris {
-                let parsed = match uri::parse(raw) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        plan.settled.push(
-                            ResourceEntry::new(
-                                ResourceKind::ContainerImage,
-                                raw.clone(),
-                                entry_region,
-                                None,
-                                ResourceStatus::Failed,
-                            )
-                            .failed(
-                                INVALID_IMAGE_URI,
-                                e.to_string(),
-                                false,
-                            ),
-                        );
-                        continue;
-                    }
-                };
-                // The URI's host names the registry that holds the image; it wins over the
-                // entry's region should the two ever disagree.
-                if parsed.registry_id != image_account {
-                    if !plan.settled.iter().any(|e| &e.id == raw) {
-                        plan.settled.push(foreign(
+        let version_tag = format!("{}-{}", arn.version(), arn.build());
+        plan_containers(
+            &mut plan,
+            resources,
+            image_account,
+            image_region,
+            &version_tag,
+        );
+    }
+    plan
+}
+
+/// Own-account AMIs, once each in GetImage order; foreign ones settled.
+fn plan_amis(
+    plan: &mut Plan,
+    resources: &OutputResources,
+    image_account: &str,
+    image_region: &str,
+) {
+    for ami in &resources.amis {
+        // An AMI entry without an id (a failed distribution) names nothing to delete.
+        let Some(image_id) = ami.image_id.as_deref().filter(|s| !s.is_empty()) else {
+            continue;
+        };
+        let region = ami.region.as_deref().unwrap_or(image_region).to_string();
+        let account = ami.account_id.as_deref().unwrap_or(image_account);
+        if plan
+            .amis
+            .iter()
+            .any(|t| t.image_id == image_id && t.region == region)
+            || plan
+                .settled
+                .iter()
+                .any(|e| e.id == image_id && e.region == region)
+        {
+            continue;
+        }
+        if account != image_account {
+            plan.settled.push(foreign(
+                ResourceKind::Ami,
+                image_id,
+                &region,
+                account,
+                image_account,
+            ));
+            continue;
+        }
+        plan.amis.push(AmiTask {
+            region,
+            image_id: image_id.to_string(),
+            account_id: image_account.to_string(),
+        });
+    }
+}
+
+/// Own-account container images grouped per repository; foreign and unparseable URIs settled.
+fn plan_containers(
+    plan: &mut Plan,
+    resources: &OutputResources,
+    image_account: &str,
+    image_region: &str,
+    version_tag: &str,
+) {
+    for container in &resources.containers {
+        let entry_region = container.region.as_deref().unwrap_or(image_region);
+        for raw in &container.image_uris {
+            let parsed = match uri::parse(raw) {
+                Ok(p) => p,
+                Err(e) => {
+                    plan.settled.push(
+                        ResourceEntry::new(
                             ResourceKind::ContainerImage,
-                            raw,
-                            &parsed.region,
-                            &parsed.registry_id,
-                            image_account,
-                        ));
-                    }
+                            raw.clone(),
+                            entry_region,
+                            None,
+                            ResourceStatus::Failed,
+                        )
+                        .failed(INVALID_IMAGE_URI, e.to_string(), false),
+                    );
                     continue;
                 }
-                let group = match plan.containers.iter_mut().position(|g| {
-                    g.region == parsed.region
-                        && g.registry_id == parsed.registry_id
-                        && g.repository == parsed.repository
-                }) {
-                    Some(i) => &mut plan.containers[i],
-                    None => {
-                        plan.containers.push(ContainerGroup {
-                            region: parsed.region.clone(),
-                            registry_id: parsed.registry_id.clone(),
-                            repository: parsed.repository.clone(),
-                            version_tag: version_tag.clone(),
-                            images: Vec::new(),
-                        });
-                        plan.containers.last_mut().expect("just pushed")
-                    }
-                };
-                if !group.images.iter().any(|i| i.reference == parsed.reference) {
-                    group.images.push(ContainerImage {
-                        uri: raw.clone(),
-                        reference: parsed.reference,
-                    });
+            };
+            // The URI's host names the registry that holds the image; it wins over the
+            // entry's region should the two ever disagree.
+            if parsed.registry_id != image_account {
+                if !plan.settled.iter().any(|e| &e.id == raw) {
+                    plan.settled.push(foreign(
+                        ResourceKind::ContainerImage,
+                        raw,
+                        &parsed.region,
+                        &parsed.registry_id,
+                        image_account,
+                    ));
                 }
+                continue;
+            }
+            let group = match plan.containers.iter_mut().position(|g| {
+                g.region == parsed.region
+                    && g.registry_id == parsed.registry_id
+                    && g.repository == parsed.repository
+            }) {
+                Some(i) => &mut plan.containers[i],
+                None => {
+                    plan.containers.push(ContainerGroup {
+                        region: parsed.region.clone(),
+                        registry_id: parsed.registry_id.clone(),
+                        repository: parsed.repository.clone(),
+                        version_tag: version_tag.to_string(),
+                        images: Vec::new(),
+                    });
+                    plan.containers.last_mut().expect("just pushed")
+                }
+            };
+            if !group.images.iter().any(|i| i.reference == parsed.reference) {
+                group.images.push(ContainerImage {
+                    uri: raw.clone(),
+                    reference: parsed.reference,
+                });
             }
         }
     }
-    plan
 }
 
 fn foreign(
