@@ -67,9 +67,11 @@ impl ModelledClass for ListImageBuildVersionsError {
     fn modelled_class(&self) -> Option<ErrorClass> {
         use ListImageBuildVersionsError as E;
         match self {
-            E::CallRateLimitExceededException(_)
-            | E::ServiceException(_)
-            | E::ServiceUnavailableException(_) => Some(ErrorClass::Retryable),
+            // Throttling is waited out, as for DeleteImage: a plan is not given up for it.
+            E::CallRateLimitExceededException(_) => Some(ErrorClass::Throttled),
+            E::ServiceException(_) | E::ServiceUnavailableException(_) => {
+                Some(ErrorClass::Retryable)
+            }
             // A refused pagination token cannot get better by sending it again.
             E::ClientException(_)
             | E::ForbiddenException(_)
@@ -85,9 +87,10 @@ impl ModelledClass for ListImagesError {
     fn modelled_class(&self) -> Option<ErrorClass> {
         use ListImagesError as E;
         match self {
-            E::CallRateLimitExceededException(_)
-            | E::ServiceException(_)
-            | E::ServiceUnavailableException(_) => Some(ErrorClass::Retryable),
+            E::CallRateLimitExceededException(_) => Some(ErrorClass::Throttled),
+            E::ServiceException(_) | E::ServiceUnavailableException(_) => {
+                Some(ErrorClass::Retryable)
+            }
             E::ClientException(_)
             | E::ForbiddenException(_)
             | E::InvalidPaginationTokenException(_)

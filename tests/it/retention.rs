@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ib_emulator::SeedImage;
+use ib_emulator::{SeedImage, Step};
 use imagebuilder_reaper::config::Config;
 use imagebuilder_reaper::handler::{Handler, Response};
 use imagebuilder_reaper::outcome::Status;
@@ -721,6 +721,31 @@ fn listed_versions(world: &World) -> Vec<String> {
                 .unwrap_or_else(|| panic!("a listing without imageVersionArn"))
         })
         .collect()
+}
+
+#[tokio::test]
+async fn e2e_a_throttled_listing_is_waited_out_not_given_up() {
+    // GIVEN a seeded history, and Image Builder throttling the first ListImages page and one
+    // version's listing five times each (more than MAX_ATTEMPTS)
+    let world = World::start(Setup::default()).await;
+    world.emu.seed(history(REGION, &["web"], &[]));
+    let throttled = || {
+        (0..5)
+            .map(|_| Step::Error("CallRateLimitExceededException".into()))
+            .collect::<Vec<_>>()
+    };
+    world.emu.script_op("ListImages", "*", throttled());
+    let version = format!("arn:aws:imagebuilder:{REGION}:{ACCOUNT}:image/web/1.0.0");
+    world
+        .emu
+        .script_op("ListImageBuildVersions", &version, throttled());
+    // WHEN a plan is made through the binary
+    let plan = plan_of(&world, json!({"plan": {"keepNewest": 2}})).await;
+    // THEN throttling cost time, not the plan: every build is in it
+    assert_eq!(plan["summary"]["scanned"], 12, "{plan:#}");
+    let calls = world.emu.calls();
+    let refused = calls.iter().filter(|c| c.status == 429).count();
+    assert_eq!(refused, 10, "{calls:?}");
 }
 
 #[tokio::test]
