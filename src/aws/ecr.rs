@@ -111,15 +111,24 @@ fn identifier(r: &ImageReference) -> ImageIdentifier {
     }
 }
 
-/// Whether a failure is about this image (ECR echoes the identifier as it was sent).
-fn names(failure: &ImageFailure, r: &ImageReference) -> bool {
-    let Some(id) = failure.image_id() else {
+/// Whether an answered identifier (of an image or a failure) is about this image: ECR
+/// echoes the identifier as it was sent.
+fn names(id: Option<&ImageIdentifier>, r: &ImageReference) -> bool {
+    let Some(id) = id else {
         return false;
     };
     match r {
         ImageReference::Tag(t) => id.image_tag() == Some(t.as_str()),
         ImageReference::Digest(d) => id.image_digest() == Some(d.as_str()),
     }
+}
+
+/// A per-image failure's code (its `ImageFailureCode`, `Unknown` without one) and reason.
+fn code_and_reason(f: &ImageFailure) -> (String, String) {
+    let code = f
+        .failure_code()
+        .map_or("Unknown".to_string(), |c| c.as_str().to_string());
+    (code, f.failure_reason().unwrap_or("").to_string())
 }
 
 impl Ecr {
@@ -176,17 +185,14 @@ impl Ecr {
 /// the identifier as it was sent, but an image with several tags may be answered under
 /// another of them; such a tag is asked again on its own.
 fn answer_for(out: &BatchGetImageOutput, tag: &str) -> Result<Option<Option<String>>, CallError> {
-    let tagged = |id: Option<&ImageIdentifier>| id.and_then(|i| i.image_tag()) == Some(tag);
-    if let Some(image) = out.images().iter().find(|i| tagged(i.image_id())) {
+    let asked = ImageReference::Tag(tag.to_string());
+    if let Some(image) = out.images().iter().find(|i| names(i.image_id(), &asked)) {
         return digest_of(image.image_id(), tag).map(|d| Some(Some(d)));
     }
-    let Some(f) = out.failures().iter().find(|f| tagged(f.image_id())) else {
+    let Some(f) = out.failures().iter().find(|f| names(f.image_id(), &asked)) else {
         return Ok(None);
     };
-    let code = f
-        .failure_code()
-        .map_or("Unknown".to_string(), |c| c.as_str().to_string());
-    let reason = f.failure_reason().unwrap_or("").to_string();
+    let (code, reason) = code_and_reason(f);
     match failure_class(f.failure_code()) {
         FailureClass::Gone => Ok(Some(None)),
         FailureClass::Error(class) => Err(CallError::new(class, code, reason)),
@@ -248,13 +254,10 @@ impl ContainerImages for Ecr {
         Ok(images
             .iter()
             .map(|r| {
-                let Some(f) = out.failures().iter().find(|f| names(f, r)) else {
+                let Some(f) = out.failures().iter().find(|f| names(f.image_id(), r)) else {
                     return Ok(Removal::Removed);
                 };
-                let code = f
-                    .failure_code()
-                    .map_or("Unknown".to_string(), |c| c.as_str().to_string());
-                let reason = f.failure_reason().unwrap_or("").to_string();
+                let (code, reason) = code_and_reason(f);
                 match failure_class(f.failure_code()) {
                     FailureClass::Gone => Err(CallError::not_found(code, reason)),
                     FailureClass::InUse => Ok(Removal::InUse(format!("{code}: {reason}"))),
@@ -296,8 +299,11 @@ mod tests {
         let f = ImageFailure::builder()
             .image_id(ImageIdentifier::builder().image_tag("1.0").build())
             .build();
-        assert!(names(&f, &ImageReference::Tag("1.0".into())));
-        assert!(!names(&f, &ImageReference::Tag("2.0".into())));
-        assert!(!names(&f, &ImageReference::Digest("sha256:00".into())));
+        assert!(names(f.image_id(), &ImageReference::Tag("1.0".into())));
+        assert!(!names(f.image_id(), &ImageReference::Tag("2.0".into())));
+        assert!(!names(
+            f.image_id(),
+            &ImageReference::Digest("sha256:00".into())
+        ));
     }
 }
