@@ -63,42 +63,33 @@ impl ModelledClass for GetImageError {
     }
 }
 
-impl ModelledClass for ListImageBuildVersionsError {
-    fn modelled_class(&self) -> Option<ErrorClass> {
-        use ListImageBuildVersionsError as E;
-        match self {
-            // Throttling is waited out, as for DeleteImage: a plan is not given up for it.
-            E::CallRateLimitExceededException(_) => Some(ErrorClass::Throttled),
-            E::ServiceException(_) | E::ServiceUnavailableException(_) => {
-                Some(ErrorClass::Retryable)
+/// The two listings of a plan (ListImages, ListImageBuildVersions) model the same errors and
+/// fail alike; one rule serves both error types.
+macro_rules! listing_class {
+    ($error:ident) => {
+        impl ModelledClass for $error {
+            fn modelled_class(&self) -> Option<ErrorClass> {
+                use $error as E;
+                match self {
+                    // Throttling is waited out, as for DeleteImage: a plan is not given up
+                    // for it.
+                    E::CallRateLimitExceededException(_) => Some(ErrorClass::Throttled),
+                    E::ServiceException(_) | E::ServiceUnavailableException(_) => {
+                        Some(ErrorClass::Retryable)
+                    }
+                    // A refused pagination token cannot get better by sending it again.
+                    E::ClientException(_)
+                    | E::ForbiddenException(_)
+                    | E::InvalidPaginationTokenException(_)
+                    | E::InvalidRequestException(_) => Some(ErrorClass::Permanent),
+                    _ => None,
+                }
             }
-            // A refused pagination token cannot get better by sending it again.
-            E::ClientException(_)
-            | E::ForbiddenException(_)
-            | E::InvalidPaginationTokenException(_)
-            | E::InvalidRequestException(_) => Some(ErrorClass::Permanent),
-            _ => None,
         }
-    }
+    };
 }
-
-impl ModelledClass for ListImagesError {
-    /// As ListImageBuildVersions: the two listings of a plan fail alike.
-    fn modelled_class(&self) -> Option<ErrorClass> {
-        use ListImagesError as E;
-        match self {
-            E::CallRateLimitExceededException(_) => Some(ErrorClass::Throttled),
-            E::ServiceException(_) | E::ServiceUnavailableException(_) => {
-                Some(ErrorClass::Retryable)
-            }
-            E::ClientException(_)
-            | E::ForbiddenException(_)
-            | E::InvalidPaginationTokenException(_)
-            | E::InvalidRequestException(_) => Some(ErrorClass::Permanent),
-            _ => None,
-        }
-    }
-}
+listing_class!(ListImageBuildVersionsError);
+listing_class!(ListImagesError);
 
 impl ModelledClass for GetObjectError {
     fn modelled_class(&self) -> Option<ErrorClass> {
