@@ -216,16 +216,12 @@ fn unanswered(plan: &Plan, region: &str, err: &CallError, attempts: u32) -> Vec<
         .map(|task| {
             let e = ami_entry(task, ResourceStatus::NotAttempted);
             if task.region == region {
-                let mut e = e.failed(
-                    &err.code,
-                    format!(
-                        "the in-use check could not be answered, so nothing was deleted: {}",
-                        err.message
-                    ),
-                    true,
-                );
-                e.attempts = (attempts > 1).then_some(attempts);
-                e
+                fails_closed(
+                    e,
+                    err,
+                    attempts,
+                    "the in-use check could not be answered, so nothing was deleted",
+                )
             } else {
                 e.not_attempted(NOT_CHECKED)
             }
@@ -423,7 +419,10 @@ async fn delete_group<C: ContainerImages>(
                 .map(|e| e.with_status(ResourceStatus::AlreadyDeleted))
                 .collect()
         }
-        Call::Failed(err, n) => return entries.map(|e| unresolved(e, &err, n)).collect(),
+        Call::Failed(err, n) => {
+            let why = "its tags could not be resolved to digests, so nothing in this repository was deleted";
+            return entries.map(|e| fails_closed(e, &err, n, why)).collect();
+        }
         Call::NotStarted => return entries.map(|e| e.not_attempted(DEADLINE)).collect(),
     };
     let fates = digest::fates(group, &resolved);
@@ -454,21 +453,6 @@ async fn delete_group<C: ContainerImages>(
                 .with_message(why),
         })
         .collect()
-}
-
-/// The entry of an image whose tags could not be resolved: like the in-use guard, the check
-/// fails closed and always retryably (the answer may come next time), whatever the cause.
-fn unresolved(e: ResourceEntry, err: &CallError, attempts: u32) -> ResourceEntry {
-    let mut e = e.failed(
-        &err.code,
-        format!(
-            "its tags could not be resolved to digests, so nothing in this repository was deleted: {}",
-            err.message
-        ),
-        true,
-    );
-    e.attempts = (attempts > 1).then_some(attempts);
-    e
 }
 
 /// BatchGetImage of the repository's tags, 100 per call, each through the retry loop.
@@ -595,6 +579,15 @@ fn missing() -> CallError {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The entry of a piece a protective check (the in-use guard, the tag resolution) could not
+/// clear: it fails closed, always retryably (the answer may come next time), whatever the
+/// cause, saying `why` nothing was deleted.
+fn fails_closed(e: ResourceEntry, err: &CallError, attempts: u32, why: &str) -> ResourceEntry {
+    let mut e = e.failed(&err.code, format!("{why}: {}", err.message), true);
+    e.attempts = (attempts > 1).then_some(attempts);
+    e
 }
 
 fn failed(e: ResourceEntry, err: &CallError, attempts: u32) -> ResourceEntry {
