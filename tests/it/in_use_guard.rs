@@ -37,6 +37,18 @@ fn ami(region: &str, id: &str) -> OutputAmi {
     }
 }
 
+/// An image with 11 AMIs in us-east-1 (ami-00 … ami-10) and one in eu-west-1 (ami-eu): more
+/// than one DescribeImageReferences call in a region; the AMI ids, in that order.
+fn eleven_and_one() -> (Harness, Vec<String>) {
+    let mut amis: Vec<(&str, String)> = (0..11)
+        .map(|i| ("us-east-1", format!("ami-{i:02}")))
+        .collect();
+    amis.push(("eu-west-1", "ami-eu".into()));
+    let refs: Vec<(&str, &str)> = amis.iter().map(|(r, id)| (*r, id.as_str())).collect();
+    let w = world(cleanup(7), &refs);
+    (w, amis.into_iter().map(|(_, id)| id).collect())
+}
+
 /// An image with `amis` (each `(region, id)` with one snapshot) and one ECR image.
 fn world(config: Config, amis: &[(&str, &str)]) -> Harness {
     let w = Harness::new(config, Some(DlqMode::Up));
@@ -222,15 +234,7 @@ async fn even_a_permanent_check_error_fails_closed_as_retryable() {
 #[tokio::test(start_paused = true)]
 async fn one_batched_check_per_region_at_most_ten_amis_per_reference_call() {
     // GIVEN 11 AMIs in us-east-1 and one in eu-west-1, none in use
-    let mut amis: Vec<(String, String)> = (0..11)
-        .map(|i| ("us-east-1".to_string(), format!("ami-{i:02}")))
-        .collect();
-    amis.push(("eu-west-1".into(), "ami-eu".into()));
-    let refs: Vec<(&str, &str)> = amis
-        .iter()
-        .map(|(r, id)| (r.as_str(), id.as_str()))
-        .collect();
-    let w = world(cleanup(7), &refs);
+    let (w, _) = eleven_and_one();
     // WHEN the image is deleted
     let h = w.run(&direct(false)).await;
     // THEN every AMI went, after one usage read per region and reference calls of ≤ 10
@@ -309,17 +313,9 @@ async fn a_throttled_check_is_waited_out_and_counted_in_the_arns_throttled() {
 async fn when_describe_images_carries_protection_and_launch_the_guard_adds_only_reference_calls() {
     // GIVEN 11 AMIs in us-east-1 and one in eu-west-1, launched long ago, and EC2's
     // DescribeImages carrying protection and last launch
-    let mut amis: Vec<(String, String)> = (0..11)
-        .map(|i| ("us-east-1".to_string(), format!("ami-{i:02}")))
-        .collect();
-    amis.push(("eu-west-1".into(), "ami-eu".into()));
-    let refs: Vec<(&str, &str)> = amis
-        .iter()
-        .map(|(r, id)| (r.as_str(), id.as_str()))
-        .collect();
-    let w = world(cleanup(7), &refs);
+    let (w, amis) = eleven_and_one();
     w.ec2.describes_usage();
-    for (_, id) in &amis {
+    for id in &amis {
         w.ec2.launched(id, &days_ago(30));
     }
     // WHEN the image is deleted
