@@ -37,6 +37,19 @@ MB = 1024 * 1024
 # --- emulator ------------------------------------------------------------------------------
 
 
+def stop_child(proc: subprocess.Popen, log, grace: float) -> None:
+    """Terminates a child this bench started (killed if it outlives `grace` seconds) and
+    closes its log."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    log.close()
+
+
 class Emulator:
     """One ib-emulator process (started per scenario, so its faults come from its flags)."""
 
@@ -88,14 +101,7 @@ class Emulator:
         self._request("POST", "/_emulator/reset-stats", b"{}")
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+        stop_child(self.proc, self.log, 5)
 
 
 # --- functions -----------------------------------------------------------------------------
@@ -506,14 +512,7 @@ class MotoServer:
         raise RuntimeError("moto_server did not start (see %s)" % log_path)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+        stop_child(self.proc, self.log, 10)
 
 
 def ec2_query(address: str, action: str, params: dict, conn=None):
